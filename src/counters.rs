@@ -1,0 +1,89 @@
+//! Counters of what the background machinery did and dropped.
+//!
+//! Every failure that is not propagated (a full queue, a store error) is counted
+//! here, so it can be watched; [`WhosOnline::counters`](crate::WhosOnline::counters)
+//! takes a snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A snapshot of the counters since start. All are monotonic.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+        #[non_exhaustive]
+        pub struct CounterSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> CounterSnapshot {
+                CounterSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Reports handed to the queue.
+    reports_queued,
+    /// Reports dropped because the queue was full (or already shut down).
+    reports_dropped,
+    /// Requests not reported: no client address and no user (for example a server
+    /// started without `into_make_service_with_connect_info`).
+    reports_unidentified,
+    /// User names rejected as empty, too long or containing control characters.
+    reports_invalid,
+    /// Members dropped because too many were waiting while Redis was failing.
+    pending_dropped,
+    /// Batches written to the presence store.
+    flushes,
+    /// Batches the presence store failed to take (kept and retried).
+    flush_errors,
+    /// Members written, summed over batches.
+    members_written,
+    /// Ticks that counted the sets.
+    ticks,
+    /// Ticks that failed to reach the presence store.
+    tick_errors,
+    /// Times the stored record was raised.
+    record_raises,
+    /// Failed reads or raises of the record store.
+    record_errors,
+    /// Failed reads or writes of the record cache.
+    cache_errors,
+}
+
+pub(crate) fn incr(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+pub(crate) fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+/// Lets a warning through at most once per `every_secs`, so a failing store or a
+/// flood cannot flood the log.
+#[derive(Debug, Default)]
+pub(crate) struct LogLimiter {
+    last: AtomicU64,
+}
+
+impl LogLimiter {
+    pub(crate) fn allow(&self, every_secs: u64) -> bool {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last.load(Relaxed);
+        now >= last.saturating_add(every_secs)
+            && self
+                .last
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+}

@@ -1,0 +1,49 @@
+//! The crate's error type.
+
+use std::time::Duration;
+
+/// Errors returned by the stores, the builder and the handle.
+///
+/// None of these ever reaches a request of the host application: the layer only
+/// queues reports, and the background tasks log and count their failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A Redis command failed.
+    #[error("redis: {0}")]
+    Redis(#[from] deadpool_redis::redis::RedisError),
+    /// No Redis connection could be had from the pool.
+    #[error("redis pool: {0}")]
+    RedisPool(#[from] deadpool_redis::PoolError),
+    /// The Redis pool could not be built (bad URL or settings).
+    #[error("redis pool configuration: {0}")]
+    RedisConfig(String),
+    /// A Postgres query failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// A store did not answer in time.
+    #[error("{store} did not answer within {timeout:?}")]
+    Timeout {
+        /// Which store timed out.
+        store: &'static str,
+        /// The limit that was exceeded.
+        timeout: Duration,
+    },
+    /// A value read from a store could not be understood.
+    #[error("corrupt data in {store}: {detail}")]
+    Corrupt {
+        /// Which store held the value.
+        store: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The background tasks have been shut down.
+    #[error("whos-online has been shut down")]
+    Shutdown,
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

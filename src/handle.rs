@@ -1,0 +1,153 @@
+//! The handle: one place that owns the stores, the queue and the background tasks.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Builder;
+use crate::counters::{CounterSnapshot, Counters};
+use crate::layer::{Reporting, WhosOnlineLayer};
+use crate::presence::{Online, PresenceStore};
+use crate::record::RecordStore;
+use crate::reporter::Msg;
+use crate::ticker::{TickReport, TickerState};
+use crate::{Error, Record, Result};
+
+pub(crate) struct Shared {
+    pub(crate) presence: Arc<dyn PresenceStore>,
+    pub(crate) record: Arc<dyn RecordStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) window: Duration,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) reporting: Arc<Reporting>,
+    pub(crate) ticker: TickerState,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub(crate) fn window_secs(&self) -> i64 {
+        i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    fn tx(&self) -> &mpsc::Sender<Msg> {
+        &self.reporting.tx
+    }
+}
+
+/// Who's online for one application instance: a cheap, cloneable handle.
+///
+/// Built with [`WhosOnline::builder`]; gives the [`layer`](Self::layer), the
+/// [`router`](Self::router) fragment, and a library API for admin pages.
+/// The background reporter and ticker run until [`shutdown`](Self::shutdown).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
+/// let whos = whos_online::WhosOnline::builder().build()?;
+/// let online = whos.online(100).await?;
+/// assert_eq!(online.user_count, 0);
+/// assert_eq!(whos.record().await?.max_users, 0);
+/// whos.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct WhosOnline {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WhosOnline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhosOnline")
+            .field("window", &self.shared.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WhosOnline {
+    /// Starts configuring; every setting has a default.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The layer that reports requests. Add it with `Router::layer`, inside any
+    /// session layer the user hook reads from.
+    pub fn layer(&self) -> WhosOnlineLayer {
+        WhosOnlineLayer::new(Arc::clone(&self.shared.reporting))
+    }
+
+    /// The window: how long after the last request a member still counts as online.
+    pub fn window(&self) -> Duration {
+        self.shared.window
+    }
+
+    /// Who is online now: at most `limit` names (the most recently seen, sorted by
+    /// name) and complete counts. Counts only members seen within the window, even
+    /// if the ticker has not pruned yet.
+    pub async fn online(&self, limit: usize) -> Result<Online> {
+        let cutoff = self.shared.clock.unix_secs() - self.shared.window_secs();
+        self.shared.presence.online(cutoff, limit).await
+    }
+
+    /// The all-time record: from the Redis cache, else from the record store (the
+    /// cache is then refilled). Errors only when neither store answers.
+    pub async fn record(&self) -> Result<Record> {
+        let s = &self.shared;
+        let cache_up = match s.presence.cached_record().await {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => true,
+            Err(e) => {
+                crate::counters::incr(&s.counters.cache_errors);
+                tracing::debug!(error = %e, "whos-online: record cache unreadable");
+                false
+            }
+        };
+        let r = s.record.load().await.inspect_err(|_| {
+            crate::counters::incr(&s.counters.record_errors);
+        })?;
+        if cache_up && let Err(e) = s.presence.cache_record(&r, s.cache_ttl).await {
+            crate::counters::incr(&s.counters.cache_errors);
+            tracing::debug!(error = %e, "whos-online: record cache not written");
+        }
+        Ok(r)
+    }
+
+    /// Runs one tick now (prune, count, raise the record), whatever the interval.
+    /// For tests and admin tools; ticks of one instance never overlap.
+    pub async fn tick_now(&self) -> Result<TickReport> {
+        self.shared.tick().await
+    }
+
+    /// Writes every report queued so far to the presence store, and waits for it.
+    /// A write that fails stays pending for the next flush; see [`counters`](Self::counters).
+    pub async fn flush(&self) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.shared
+            .tx()
+            .send(Msg::Flush(ack))
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        done.await.map_err(|_| Error::Shutdown)
+    }
+
+    /// What the background machinery did and dropped so far.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops the ticker and the reporter after writing every queued report.
+    /// Reports arriving afterwards are dropped and counted. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "whos-online: background task failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The tower layer that reports every request, without ever making it wait.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use axum_client_ip::ClientIpSource;
+use http::Request;
+use tokio::sync::mpsc;
+use tower::{Layer, Service};
+
+use crate::counters::{Counters, LogLimiter, incr};
+use crate::identity::{IdentifyUser, User, UserFuture, client_ip};
+use crate::reporter::{Msg, Who};
+
+/// What every clone of the layer and its services shares.
+pub(crate) struct Reporting {
+    pub(crate) tx: mpsc::Sender<Msg>,
+    pub(crate) identify: Arc<dyn IdentifyUser>,
+    pub(crate) ip_source: ClientIpSource,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) drop_log: LogLimiter,
+}
+
+impl Reporting {
+    /// Hands a report to the queue; never waits. A full queue drops and counts.
+    fn report(&self, who: Who) {
+        match self.tx.try_send(Msg::Seen(who)) {
+            Ok(()) => incr(&self.counters.reports_queued),
+            Err(e) => {
+                incr(&self.counters.reports_dropped);
+                if self.drop_log.allow(10) {
+                    let reason = match e {
+                        mpsc::error::TrySendError::Full(_) => "queue full",
+                        mpsc::error::TrySendError::Closed(_) => "shut down",
+                    };
+                    tracing::warn!(
+                        reason,
+                        dropped_total = self.counters.reports_dropped.load(std::sync::atomic::Ordering::Relaxed),
+                        "whos-online: dropping presence reports"
+                    );
+                }
+            }
+        }
+    }
+
+    fn settle(&self, user: Option<User>, ip: Option<IpAddr>) {
+        match (user, ip) {
+            (Some(u), _) if u.is_valid() => self.report(Who::User(u.into_name())),
+            (Some(_), _) => incr(&self.counters.reports_invalid),
+            (None, Some(ip)) => self.report(Who::Visitor(ip)),
+            (None, None) => incr(&self.counters.reports_unidentified),
+        }
+    }
+}
+
+/// Reports each request to who's online as a user or a visitor.
+///
+/// Made by [`WhosOnline::layer`](crate::WhosOnline::layer); add it with
+/// `Router::layer`. Cheap to clone.
+#[derive(Clone)]
+pub struct WhosOnlineLayer {
+    reporting: Arc<Reporting>,
+}
+
+impl std::fmt::Debug for WhosOnlineLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhosOnlineLayer")
+            .field("ip_source", &self.reporting.ip_source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WhosOnlineLayer {
+    pub(crate) fn new(reporting: Arc<Reporting>) -> Self {
+        Self { reporting }
+    }
+}
+
+impl<S> Layer<S> for WhosOnlineLayer {
+    type Service = WhosOnlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WhosOnlineService {
+            inner,
+            reporting: Arc::clone(&self.reporting),
+        }
+    }
+}
+
+/// The service made by [`WhosOnlineLayer`].
+#[derive(Clone)]
+pub struct WhosOnlineService<S> {
+    inner: S,
+    reporting: Arc<Reporting>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for WhosOnlineService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhosOnlineService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> WhosOnlineService<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for WhosOnlineService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let ip = client_ip(&self.reporting.ip_source, &req);
+        let (parts, body) = req.into_parts();
+        let user = self.reporting.identify.identify(&parts);
+        let future = self.inner.call(Request::from_parts(parts, body));
+        ResponseFuture {
+            inner: future,
+            pending: Some(Pending {
+                ip,
+                user,
+                reporting: Arc::clone(&self.reporting),
+            }),
+        }
+    }
+}
+
+struct Pending {
+    ip: Option<IpAddr>,
+    user: Option<UserFuture>,
+    reporting: Arc<Reporting>,
+}
+
+impl Pending {
+    /// Reports once the response is ready. A user hook that cannot answer at once
+    /// is finished on a spawned task, so the response never waits for it.
+    fn finish(self) {
+        let Pending {
+            ip,
+            user,
+            reporting,
+        } = self;
+        let Some(mut user) = user else {
+            reporting.settle(None, ip);
+            return;
+        };
+        match user.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(user) => reporting.settle(user, ip),
+            Poll::Pending => match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move { reporting.settle(user.await, ip) });
+                }
+                Err(_) => incr(&reporting.counters.reports_dropped),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`WhosOnlineService`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        if let Some(pending) = this.pending.take() {
+            pending.finish();
+        }
+        Poll::Ready(out)
+    }
+}

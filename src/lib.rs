@@ -1,0 +1,90 @@
+//! # whos-online
+//!
+//! "Who's online" for [axum]: the logged-in users and the number of anonymous
+//! visitors seen in the last few minutes, and the all-time record ("most users
+//! ever online was 53 on 2026-11-26 19:29 UTC"), correct across many app
+//! instances and invisible in request latency.
+//!
+//! * [`WhosOnlineLayer`] reports every request as a user (through an
+//!   [`IdentifyUser`] hook such as [`SessionUser`]) or a visitor (by client IP)
+//!   into a bounded queue. It never waits: a full queue drops and counts.
+//! * A reporter task coalesces the queue and writes each batch in one pipelined
+//!   `ZADD ... GT` to Redis sorted sets ([`RedisPresence`]; [`MemoryPresence`] is the
+//!   embedded default).
+//! * A ticker task prunes and counts the sets and raises the record in Postgres
+//!   ([`PostgresRecord`]; [`MemoryRecord`] is the embedded default), atomically and
+//!   never downwards, cached in a Redis hash.
+//! * [`WhosOnline::router`] serves `GET /online` and `GET /stats` as JSON.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use axum::{Router, routing::get};
+//! use tower_sessions::{MemoryStore, SessionManagerLayer};
+//! use whos_online::{SessionUser, WhosOnline};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let pg = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/postgres").await?;
+//!     whos_online::migrate(&pg).await?;
+//!     let whos = WhosOnline::builder()
+//!         .redis(whos_online::redis_pool("redis://127.0.0.1:6379")?)
+//!         .postgres(pg)
+//!         .identify_users(SessionUser::new("username"))
+//!         .build()?;
+//!
+//!     let app = Router::new()
+//!         .route("/", get(|| async { "hello" }))
+//!         .merge(whos.router())
+//!         .layer(whos.layer()) // inside the session layer: it reads the session
+//!         .layer(SessionManagerLayer::new(MemoryStore::default()));
+//!
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     // Visitors are keyed by the TCP peer address: serve with connect info.
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!         .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!         .await?;
+//!     whos.shutdown().await; // writes every queued report before exit
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [axum]: https://docs.rs/axum
+
+#![deny(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_docs, clippy::all)]
+
+mod clock;
+mod config;
+mod counters;
+mod error;
+mod handle;
+mod identity;
+mod layer;
+pub mod presence;
+pub mod record;
+mod reporter;
+mod routes;
+#[cfg(feature = "tower-sessions")]
+mod session;
+mod ticker;
+
+pub use axum_client_ip::ClientIpSource;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_PENDING, DEFAULT_PREFIX,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW,
+};
+pub use counters::CounterSnapshot;
+pub use error::{Error, Result};
+pub use handle::WhosOnline;
+pub use identity::{
+    IdentifyFn, IdentifyUser, MAX_USER_NAME_LEN, NoUsers, User, UserFuture, identify_fn,
+};
+pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
+pub use presence::{Counts, MemoryPresence, Online, PresenceStore, RedisPresence, redis_pool};
+pub use record::{MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordStore, migrate};
+pub use routes::{DEFAULT_LIMIT, MAX_LIMIT, OnlineResponse};
+#[cfg(feature = "tower-sessions")]
+pub use session::SessionUser;
+pub use ticker::TickReport;

@@ -1,0 +1,65 @@
+//! Who was seen when: the presence store seam, and its Redis and in-memory
+//! implementations.
+//!
+//! Each store keeps two sorted sets, users and visitors, mapping a member to its
+//! last-seen time in unix seconds. It also caches the [`Record`] (Redis hash
+//! `{prefix}:record`) so that `/stats` and the ticker rarely need Postgres.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::memory::MemoryPresence;
+pub use self::redis::{RedisPresence, redis_pool};
+
+use crate::{Record, Result};
+
+/// How many members of each kind are within the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counts {
+    /// Logged-in users.
+    pub users: u64,
+    /// Anonymous visitors.
+    pub visitors: u64,
+}
+
+/// A snapshot of who is online.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Online {
+    /// User names seen within the window: at most the asked-for number, the most
+    /// recently seen ones, sorted by name.
+    pub users: Vec<String>,
+    /// All users seen within the window (not limited).
+    pub user_count: u64,
+    /// All visitors seen within the window.
+    pub visitor_count: u64,
+}
+
+/// Where last-seen times are kept.
+///
+/// Times are unix seconds. `cutoff` is the oldest last-seen time that still counts
+/// as online: a member seen at exactly `cutoff` is online, one second earlier is not.
+#[async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Marks every member as seen at `at`. A member's last-seen time never moves
+    /// back (Redis `ZADD ... GT`), so late or reordered batches are harmless.
+    async fn mark_seen(&self, at: i64, users: &[String], visitors: &[String]) -> Result<()>;
+
+    /// Removes members last seen before `cutoff` and counts what remains.
+    async fn prune_and_count(&self, cutoff: i64) -> Result<Counts>;
+
+    /// Who is online: members seen at or after `cutoff`, whether or not pruning has
+    /// run. At most `limit` user names, the most recently seen.
+    async fn online(&self, cutoff: i64, limit: usize) -> Result<Online>;
+
+    /// The cached record, or `None` when the cache is empty or expired.
+    async fn cached_record(&self) -> Result<Option<Record>>;
+
+    /// Merges `record` into the cache with the same raise-only rule as the record
+    /// store (so a slow writer can never lower it), and gives a newly filled cache
+    /// the time to live `ttl`.
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> Result<()>;
+}

@@ -1,0 +1,319 @@
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::DateTime;
+use deadpool_redis::redis::{self, Script};
+use deadpool_redis::{Connection, Pool, Runtime};
+
+use super::{Counts, Online, PresenceStore};
+use crate::{Error, Record, Result};
+
+/// Builds a `deadpool-redis` pool with the timeouts this crate relies on: waiting
+/// for a connection, creating one and recycling one are each bounded, so a dead or
+/// paused Redis makes a background task fail fast instead of hanging.
+pub fn redis_pool(url: &str) -> Result<Pool> {
+    let timeout = Some(Duration::from_secs(1));
+    deadpool_redis::Config::from_url(url)
+        .builder()
+        .map_err(|e| Error::RedisConfig(e.to_string()))?
+        .max_size(16)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(timeout)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::RedisConfig(e.to_string()))
+}
+
+/// Raise-only merge of a record into the cache hash, the same rule as
+/// [`Record::raise`]; a new hash gets a TTL, an existing one keeps its own so the
+/// cache is re-read from Postgres at least once per TTL.
+static CACHE_RECORD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local function raise(count_field, date_field, count, date)
+  local current = tonumber(redis.call('HGET', KEYS[1], count_field))
+  if current == nil or tonumber(count) > current then
+    redis.call('HSET', KEYS[1], count_field, count, date_field, date)
+  end
+end
+raise('max_users', 'max_users_date', ARGV[1], ARGV[2])
+raise('max_visitors', 'max_visitors_date', ARGV[3], ARGV[4])
+if redis.call('PTTL', KEYS[1]) < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+end
+return 1
+",
+    )
+});
+
+/// The presence store in Redis, through a `deadpool-redis` pool.
+///
+/// Keys are `{prefix}:users`, `{prefix}:visitors` (sorted sets, member to last-seen
+/// unix seconds) and `{prefix}:record` (hash, the record cache). The braces are
+/// literal: they make the prefix a Redis Cluster hash tag, so every key of one
+/// installation lives in one slot and each pipeline is one round trip.
+#[derive(Clone)]
+pub struct RedisPresence {
+    pool: Pool,
+    users: String,
+    visitors: String,
+    record: String,
+    set_ttl_secs: u64,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("users", &self.users)
+            .field("visitors", &self.visitors)
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisPresence {
+    /// A store over `pool` with keys under `prefix` (e.g. `whos_online`).
+    pub fn new(pool: Pool, prefix: &str) -> Self {
+        Self {
+            pool,
+            users: format!("{{{prefix}}}:users"),
+            visitors: format!("{{{prefix}}}:visitors"),
+            record: format!("{{{prefix}}}:record"),
+            set_ttl_secs: 24 * 60 * 60,
+            timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// A store on a new pool for `url` (see [`redis_pool`]).
+    pub fn from_url(url: &str, prefix: &str) -> Result<Self> {
+        Ok(Self::new(redis_pool(url)?, prefix))
+    }
+
+    /// Sets how long one round trip may take before it is abandoned (default 2 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The key of the users set.
+    pub fn users_key(&self) -> &str {
+        &self.users
+    }
+
+    /// The key of the visitors set.
+    pub fn visitors_key(&self) -> &str {
+        &self.visitors
+    }
+
+    /// The key of the record cache hash.
+    pub fn record_key(&self) -> &str {
+        &self.record
+    }
+
+    /// Lets the sets expire a while after the last write, so an installation that
+    /// is removed leaves nothing behind. Set from the window by the builder.
+    pub(crate) fn with_set_ttl(mut self, ttl: Duration) -> Self {
+        self.set_ttl_secs = ttl.as_secs().max(60);
+        self
+    }
+
+    async fn conn(&self) -> Result<Connection> {
+        Ok(self.pool.get().await?)
+    }
+
+    async fn timed<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Error::Timeout {
+                store: "redis",
+                timeout: self.timeout,
+            }),
+        }
+    }
+}
+
+fn corrupt(detail: String) -> Error {
+    Error::Corrupt {
+        store: "redis record cache",
+        detail,
+    }
+}
+
+/// Parses the cache hash. Redis returns strings; every field is parsed into its
+/// number, so comparisons are numeric (the seed compared strings with ints).
+fn parse_record(mut h: HashMap<String, String>) -> Result<Option<Record>> {
+    if h.is_empty() {
+        return Ok(None);
+    }
+    let mut count = |f: &str| -> Result<u64> {
+        let v = h.remove(f).ok_or_else(|| corrupt(format!("{f} missing")))?;
+        v.parse().map_err(|_| corrupt(format!("{f} = {v:?}")))
+    };
+    let users = count("max_users")?;
+    let visitors = count("max_visitors")?;
+    let mut date = |f: &str| -> Result<Option<DateTime<chrono::Utc>>> {
+        match h.remove(f).as_deref() {
+            None | Some("") => Ok(None),
+            Some(v) => {
+                let secs: i64 = v.parse().map_err(|_| corrupt(format!("{f} = {v:?}")))?;
+                DateTime::from_timestamp(secs, 0)
+                    .map(Some)
+                    .ok_or_else(|| corrupt(format!("{f} out of range")))
+            }
+        }
+    };
+    Ok(Some(Record {
+        max_users: users,
+        max_users_date: date("max_users_date")?,
+        max_visitors: visitors,
+        max_visitors_date: date("max_visitors_date")?,
+    }))
+}
+
+fn date_arg(d: Option<DateTime<chrono::Utc>>) -> String {
+    d.map(|d| d.timestamp().to_string()).unwrap_or_default()
+}
+
+#[async_trait]
+impl PresenceStore for RedisPresence {
+    async fn mark_seen(&self, at: i64, users: &[String], visitors: &[String]) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for (key, members) in [(&self.users, users), (&self.visitors, visitors)] {
+            if members.is_empty() {
+                continue;
+            }
+            let cmd = pipe.cmd("ZADD").arg(key).arg("GT");
+            for m in members {
+                cmd.arg(at).arg(m);
+            }
+            cmd.ignore();
+            pipe.cmd("EXPIRE").arg(key).arg(self.set_ttl_secs).ignore();
+        }
+        if users.is_empty() && visitors.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        self.timed(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
+        let below = format!("({cutoff}");
+        let mut conn = self.conn().await?;
+        let (users, visitors): (u64, u64) = self
+            .timed(
+                redis::pipe()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&self.users)
+                    .arg("-inf")
+                    .arg(&below)
+                    .ignore()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&self.visitors)
+                    .arg("-inf")
+                    .arg(&below)
+                    .ignore()
+                    .cmd("ZCARD")
+                    .arg(&self.users)
+                    .cmd("ZCARD")
+                    .arg(&self.visitors)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(Counts { users, visitors })
+    }
+
+    async fn online(&self, cutoff: i64, limit: usize) -> Result<Online> {
+        let mut conn = self.conn().await?;
+        let (mut users, user_count, visitor_count): (Vec<String>, u64, u64) = self
+            .timed(
+                redis::pipe()
+                    .cmd("ZRANGE")
+                    .arg(&self.users)
+                    .arg("+inf")
+                    .arg(cutoff)
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .cmd("ZCOUNT")
+                    .arg(&self.users)
+                    .arg(cutoff)
+                    .arg("+inf")
+                    .cmd("ZCOUNT")
+                    .arg(&self.visitors)
+                    .arg(cutoff)
+                    .arg("+inf")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        users.sort_unstable();
+        Ok(Online {
+            users,
+            user_count,
+            visitor_count,
+        })
+    }
+
+    async fn cached_record(&self) -> Result<Option<Record>> {
+        let mut conn = self.conn().await?;
+        let h: HashMap<String, String> = self
+            .timed(redis::cmd("HGETALL").arg(&self.record).query_async(&mut conn))
+            .await?;
+        parse_record(h)
+    }
+
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut invocation = CACHE_RECORD.key(&self.record);
+        invocation
+            .arg(record.max_users)
+            .arg(date_arg(record.max_users_date))
+            .arg(record.max_visitors)
+            .arg(date_arg(record.max_visitors_date))
+            .arg(ttl_ms);
+        self.timed(invocation.invoke_async::<()>(&mut conn)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(fields: &[(&str, &str)]) -> HashMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn cached_fields_parse_to_numbers() {
+        let r = parse_record(hash(&[
+            ("max_users", "53"),
+            ("max_users_date", "1764185364"),
+            ("max_visitors", "120"),
+            ("max_visitors_date", ""),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.max_users, 53);
+        assert_eq!(r.max_users_date.unwrap().timestamp(), 1_764_185_364);
+        assert_eq!(r.max_visitors, 120);
+        assert_eq!(r.max_visitors_date, None);
+        // Numeric, not lexical: "9" < "53" as numbers, though "9" > "53" as strings.
+        assert!(r.is_beaten_by(&Record::seen(54, 0, chrono::Utc::now())));
+    }
+
+    #[test]
+    fn empty_hash_is_a_miss_and_garbage_is_an_error() {
+        assert_eq!(parse_record(HashMap::new()).unwrap(), None);
+        assert!(parse_record(hash(&[("max_users", "x"), ("max_visitors", "1")])).is_err());
+        assert!(parse_record(hash(&[("max_users", "1")])).is_err());
+    }
+}

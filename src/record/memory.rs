@@ -1,0 +1,33 @@
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use super::{Record, RecordStore};
+use crate::Result;
+
+/// An in-memory record store: the embedded default, for development and the demo.
+/// The record lives as long as the process.
+#[derive(Debug, Default)]
+pub struct MemoryRecord {
+    record: Mutex<Record>,
+}
+
+impl MemoryRecord {
+    /// An empty record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl RecordStore for MemoryRecord {
+    async fn load(&self) -> Result<Record> {
+        Ok(*self.record.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    async fn raise(&self, candidate: &Record) -> Result<Record> {
+        let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        record.raise(candidate);
+        Ok(*record)
+    }
+}

@@ -1,0 +1,130 @@
+//! The router fragment: `GET /online` and `GET /stats`, JSON only.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use serde::{Deserialize, Serialize};
+
+use crate::WhosOnline;
+
+/// Default number of names in `/online`.
+pub const DEFAULT_LIMIT: u32 = 1000;
+/// Largest `limit` accepted by `/online`.
+pub const MAX_LIMIT: u32 = 10_000;
+
+/// The body of `GET /online`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OnlineResponse {
+    /// Names of users seen within the window, sorted by name.
+    pub users: Vec<String>,
+    /// Users seen within the window.
+    pub user_count: u64,
+    /// Visitors seen within the window.
+    pub visitor_count: u64,
+    /// The window, in seconds.
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnlineQuery {
+    limit: Option<String>,
+}
+
+/// A JSON error: `{"error": "..."}` with a status.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.1 });
+        no_store((self.0, Json(body)).into_response())
+    }
+}
+
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn parse_limit(query: Result<Query<OnlineQuery>, QueryRejection>) -> Result<usize, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let Query(q) = query.map_err(|e| bad(format!("bad query string: {}", e.body_text())))?;
+    let Some(raw) = q.limit else {
+        return Ok(DEFAULT_LIMIT as usize);
+    };
+    match raw.parse::<u32>() {
+        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n as usize),
+        _ => Err(bad(format!(
+            "limit must be a whole number from 1 to {MAX_LIMIT}"
+        ))),
+    }
+}
+
+async fn online(
+    State(whos): State<WhosOnline>,
+    query: Result<Query<OnlineQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let limit = parse_limit(query)?;
+    let online = whos.online(limit).await.map_err(|e| {
+        tracing::warn!(error = %e, "whos-online: /online could not read the presence store");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "presence store unavailable".into(),
+        )
+    })?;
+    Ok(no_store(
+        Json(OnlineResponse {
+            users: online.users,
+            user_count: online.user_count,
+            visitor_count: online.visitor_count,
+            window_secs: whos.window().as_secs(),
+        })
+        .into_response(),
+    ))
+}
+
+async fn stats(State(whos): State<WhosOnline>) -> Result<Response, ApiError> {
+    let record = whos.record().await.map_err(|e| {
+        tracing::warn!(error = %e, "whos-online: /stats could not read the record");
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "record store unavailable".into(),
+        )
+    })?;
+    Ok(no_store(Json(record).into_response()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed".into())
+}
+
+fn route(method: MethodRouter<WhosOnline>) -> MethodRouter<WhosOnline> {
+    method.fallback(method_not_allowed)
+}
+
+impl WhosOnline {
+    /// The router fragment: `GET /online` and `GET /stats`. Merge or nest it into
+    /// your app; it carries its own state, so it fits a router of any state type.
+    ///
+    /// ```
+    /// use axum::Router;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
+    /// let whos = whos_online::WhosOnline::builder().build()?;
+    /// let app: Router = Router::new().nest("/whos-online", whos.router());
+    /// # whos.shutdown().await; Ok(()) }
+    /// ```
+    pub fn router<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        axum::Router::new()
+            .route("/online", route(get(online)))
+            .route("/stats", route(get(stats)))
+            .with_state(self.clone())
+    }
+}

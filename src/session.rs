@@ -1,0 +1,51 @@
+//! The `tower-sessions` adapter: the user name is read from the session.
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use tower_sessions::Session;
+
+use crate::identity::{IdentifyUser, User, UserFuture};
+
+/// Reads the logged-in user's name from a [`tower_sessions::Session`], under a
+/// key of your choice. Requests without a session, or whose session has no string
+/// under the key, are visitors.
+///
+/// The [`WhosOnlineLayer`](crate::WhosOnlineLayer) must sit *inside* the
+/// `SessionManagerLayer` (added with `.layer()` before it), so the session is there.
+///
+/// ```
+/// use whos_online::{SessionUser, WhosOnline};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
+/// let whos = WhosOnline::builder()
+///     .identify_users(SessionUser::new("username"))
+///     .build()?;
+/// # whos.shutdown().await; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    key: Arc<str>,
+}
+
+impl SessionUser {
+    /// Reads the user name stored under `key`.
+    pub fn new(key: impl Into<Arc<str>>) -> Self {
+        Self { key: key.into() }
+    }
+}
+
+impl IdentifyUser for SessionUser {
+    fn identify(&self, req: &Parts) -> Option<UserFuture> {
+        let session = req.extensions.get::<Session>()?.clone();
+        let key = Arc::clone(&self.key);
+        Some(Box::pin(async move {
+            match session.get::<String>(&key).await {
+                Ok(name) => name.map(User::new),
+                Err(e) => {
+                    tracing::debug!(error = %e, "whos-online: session value unreadable; counting a visitor");
+                    None
+                }
+            }
+        }))
+    }
+}
