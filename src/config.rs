@@ -241,9 +241,9 @@ impl Builder {
             .map_err(|_| Error::Config("build() must be called inside a Tokio runtime".into()))?;
         let presence: Arc<dyn PresenceStore> = match self.presence {
             PresenceChoice::Memory => Arc::new(MemoryPresence::new()),
-            PresenceChoice::Redis(pool) => Arc::new(
-                RedisPresence::new(pool, &self.prefix).with_set_ttl(self.window * 2),
-            ),
+            PresenceChoice::Redis(pool) => {
+                Arc::new(RedisPresence::new(pool, &self.prefix).with_set_ttl(self.window * 2))
+            }
             PresenceChoice::Custom(store) => store,
         };
         let record: Arc<dyn RecordStore> = match self.record {

@@ -143,7 +143,8 @@ impl WhosOnline {
     /// Reports arriving afterwards are dropped and counted. Idempotent.
     pub async fn shutdown(&self) {
         self.shared.cancel.cancel();
-        let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for task in tasks {
             if let Err(e) = task.await {
                 tracing::error!(error = %e, "whos-online: background task failed");

@@ -124,7 +124,9 @@ pub(crate) fn client_ip<B>(source: &ClientIpSource, req: &http::Request<B>) -> O
     let headers = req.headers();
     let from_header = match source {
         ClientIpSource::ConnectInfo => None,
-        ClientIpSource::RightmostXForwardedFor => client_ip::rightmost_x_forwarded_for(headers).ok(),
+        ClientIpSource::RightmostXForwardedFor => {
+            client_ip::rightmost_x_forwarded_for(headers).ok()
+        }
         ClientIpSource::RightmostForwarded => client_ip::rightmost_forwarded(headers).ok(),
         ClientIpSource::XRealIp => client_ip::x_real_ip(headers).ok(),
         ClientIpSource::CfConnectingIp => client_ip::cf_connecting_ip(headers).ok(),

@@ -38,7 +38,10 @@ impl Reporting {
                     };
                     tracing::warn!(
                         reason,
-                        dropped_total = self.counters.reports_dropped.load(std::sync::atomic::Ordering::Relaxed),
+                        dropped_total = self
+                            .counters
+                            .reports_dropped
+                            .load(std::sync::atomic::Ordering::Relaxed),
                         "whos-online: dropping presence reports"
                     );
                 }

@@ -262,7 +262,11 @@ impl PresenceStore for RedisPresence {
     async fn cached_record(&self) -> Result<Option<Record>> {
         let mut conn = self.conn().await?;
         let h: HashMap<String, String> = self
-            .timed(redis::cmd("HGETALL").arg(&self.record).query_async(&mut conn))
+            .timed(
+                redis::cmd("HGETALL")
+                    .arg(&self.record)
+                    .query_async(&mut conn),
+            )
             .await?;
         parse_record(h)
     }

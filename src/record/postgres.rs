@@ -38,7 +38,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     )
     .execute(&mut *tx)
     .await?;
-    for (version, name, sql) in MIGRATIONS {
+    for &(version, name, sql) in MIGRATIONS {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT version FROM whos_online_migrations WHERE version = $1")
                 .bind(version)
@@ -47,7 +47,9 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
         if applied.is_some() {
             continue;
         }
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        // Simple-query protocol: a migration may hold several statements. (Not
+        // `raw_sql`, whose bounds would make this future unfit for `spawn`.)
+        sqlx::Executor::execute(&mut *tx, sql).await?;
         sqlx::query("INSERT INTO whos_online_migrations (version, name) VALUES ($1, $2)")
             .bind(version)
             .bind(name)

@@ -1,0 +1,449 @@
+//! The embedded demo: a tiny site with a forum-style "who's online" footer.
+//!
+//! ```text
+//! cargo run --example demo          # then open http://127.0.0.1:3000
+//! ```
+//!
+//! Log in under any name in one browser, open the page in another (or a private
+//! window) to be a visitor, and watch the footer, `GET /online` and `GET /stats`.
+//!
+//! Environment (all optional):
+//!
+//! | variable                  | default          | meaning                                   |
+//! |---------------------------|------------------|-------------------------------------------|
+//! | `BIND`                    | `127.0.0.1:3000` | address to listen on                      |
+//! | `REDIS_URL`               | unset            | presence in Redis; unset: in memory       |
+//! | `DATABASE_URL`            | unset            | record in Postgres (migrated at start)    |
+//! | `WHOS_ONLINE_WINDOW_SECS` | `900`            | how long a member counts as online        |
+//! | `WHOS_ONLINE_TICK_SECS`   | `60`             | how often the record is checked           |
+//! | `WHOS_ONLINE_PREFIX`      | `whos_online`    | Redis key prefix                          |
+//! | `RUST_LOG`                | `info`           | log filter                                |
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Form;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::postgres::PgPoolOptions;
+use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+use whos_online::{Online, Record, SessionUser, WhosOnline};
+
+/// The session key holding the logged-in user's name.
+pub const USERNAME_KEY: &str = "username";
+/// Longest user name the demo accepts, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+/// Most names listed in the footer; the count is always complete.
+const FOOTER_NAMES: usize = 100;
+
+/// The demo's settings, normally from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoConfig {
+    /// Address to listen on (`BIND`).
+    pub bind: String,
+    /// Redis for presence (`REDIS_URL`); `None`: in memory.
+    pub redis_url: Option<String>,
+    /// Postgres for the record (`DATABASE_URL`); `None`: in memory.
+    pub database_url: Option<String>,
+    /// How long a member counts as online (`WHOS_ONLINE_WINDOW_SECS`).
+    pub window: Duration,
+    /// How often the ticker runs (`WHOS_ONLINE_TICK_SECS`).
+    pub tick_interval: Duration,
+    /// Redis key prefix (`WHOS_ONLINE_PREFIX`).
+    pub prefix: String,
+}
+
+impl Default for DemoConfig {
+    /// Everything in memory, on `127.0.0.1:3000`, with the library's defaults.
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:3000".to_owned(),
+            redis_url: None,
+            database_url: None,
+            window: whos_online::DEFAULT_WINDOW,
+            tick_interval: whos_online::DEFAULT_TICK_INTERVAL,
+            prefix: whos_online::DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl DemoConfig {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (a variable's value, or `None` when
+    /// unset). Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let var = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let secs = |name: &str, default: Duration, max: u64| -> Result<Duration, String> {
+            match var(name) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(Duration::from_secs(n)),
+                    _ => Err(format!(
+                        "{name} must be a whole number of seconds from 1 to {max}, not {v:?}"
+                    )),
+                },
+            }
+        };
+        let defaults = Self::default();
+        Ok(Self {
+            bind: var("BIND").unwrap_or(defaults.bind),
+            redis_url: var("REDIS_URL"),
+            database_url: var("DATABASE_URL"),
+            window: secs("WHOS_ONLINE_WINDOW_SECS", defaults.window, 366 * 24 * 3600)?,
+            tick_interval: secs("WHOS_ONLINE_TICK_SECS", defaults.tick_interval, 24 * 3600)?,
+            prefix: var("WHOS_ONLINE_PREFIX").unwrap_or(defaults.prefix),
+        })
+    }
+}
+
+/// Builds the site: connects the configured stores (running the migrations when
+/// Postgres is used), starts who's online, and returns the router with the handle.
+pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn std::error::Error>> {
+    let mut builder = WhosOnline::builder()
+        .identify_users(SessionUser::new(USERNAME_KEY))
+        .window(config.window)
+        .tick_interval(config.tick_interval)
+        .prefix(&config.prefix);
+    if let Some(url) = &config.redis_url {
+        let pool = whos_online::redis_pool(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        builder = builder.redis(pool);
+    }
+    if let Some(url) = &config.database_url {
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| format!("DATABASE_URL: cannot connect to Postgres: {e}"))?;
+        whos_online::migrate(&pool)
+            .await
+            .map_err(|e| format!("DATABASE_URL: migrations failed: {e}"))?;
+        builder = builder.postgres(pool);
+    }
+    let whos = builder
+        .build()
+        .map_err(|e| format!("WHOS_ONLINE_* settings: {e}"))?;
+    tracing::info!(
+        presence = if config.redis_url.is_some() {
+            "redis"
+        } else {
+            "memory"
+        },
+        record = if config.database_url.is_some() {
+            "postgres"
+        } else {
+            "memory"
+        },
+        window_secs = config.window.as_secs(),
+        "whos-online started"
+    );
+
+    // Plain http on localhost, so the cookie cannot be `Secure`.
+    let sessions = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
+    let router = Router::new()
+        .route("/", get(page))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .merge(whos.router())
+        .with_state(whos.clone())
+        // The who's-online layer reads the session, so it goes inside the session layer.
+        .layer(whos.layer())
+        .layer(sessions);
+    Ok((router, whos))
+}
+
+/// `GET /`: the page with the who's-online footer.
+async fn page(State(whos): State<WhosOnline>, session: Session) -> Html<String> {
+    let user = session.get::<String>(USERNAME_KEY).await.ok().flatten();
+    // Demo only: write the queued reports now (such as the login that redirected
+    // here) instead of on the next flush, so they show at once. A real app never
+    // waits on the store in a page handler. This request itself is reported once
+    // its response is ready, so it shows from the next page view.
+    let _ = tokio::time::timeout(Duration::from_secs(1), whos.flush()).await;
+    let online = whos.online(FOOTER_NAMES).await;
+    let record = whos.record().await;
+    if let Err(e) = &online {
+        tracing::warn!(error = %e, "who's online unavailable");
+    }
+    if let Err(e) = &record {
+        tracing::warn!(error = %e, "record unavailable");
+    }
+    Html(render_page(
+        user.as_deref(),
+        online.ok().as_ref(),
+        record.ok().as_ref(),
+        whos.window(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    username: String,
+}
+
+/// `POST /login`: puts the name into the session and goes back to `/`.
+async fn login(session: Session, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+    let Ok(Form(form)) = form else {
+        return message_page(
+            StatusCode::BAD_REQUEST,
+            "Send a form with a username field.",
+        );
+    };
+    let name = match validate_username(&form.username) {
+        Ok(name) => name,
+        Err(why) => return message_page(StatusCode::BAD_REQUEST, why),
+    };
+    if let Err(e) = session.insert(USERNAME_KEY, &name).await {
+        tracing::error!(error = %e, "session not written");
+        return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Could not log you in.");
+    }
+    // A new session id on login, so an id planted before it is worthless.
+    if let Err(e) = session.cycle_id().await {
+        tracing::error!(error = %e, "session id not cycled");
+        return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Could not log you in.");
+    }
+    Redirect::to("/").into_response()
+}
+
+/// `POST /logout`: ends the session and goes back to `/`.
+async fn logout(session: Session) -> Response {
+    if let Err(e) = session.flush().await {
+        tracing::error!(error = %e, "session not ended");
+        return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Could not log you out.");
+    }
+    Redirect::to("/").into_response()
+}
+
+/// The name to log in as: trimmed, 1 to 32 characters, no control characters.
+pub fn validate_username(raw: &str) -> Result<String, &'static str> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err("Please enter a name.");
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err("That name is too long: 32 characters at most.");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("Names cannot contain control characters.");
+    }
+    Ok(name.to_owned())
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#222}\
+footer{margin-top:2rem;padding-top:1rem;border-top:1px solid #ccc;font-size:.9rem;color:#444}\
+footer p{margin:.3rem 0}input,button{font:inherit}code{background:#f3f3f3;padding:0 .2rem}";
+
+fn layout(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n"
+    )
+}
+
+fn message_page(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "<main>\n<h1>Sorry</h1>\n<p>{}</p>\n<p><a href=\"/\">Back</a></p>\n</main>\n",
+        escape_html(message)
+    );
+    (status, Html(layout("whos-online demo", &body))).into_response()
+}
+
+fn render_page(
+    user: Option<&str>,
+    online: Option<&Online>,
+    record: Option<&Record>,
+    window: Duration,
+) -> String {
+    let mut body = String::from("<main>\n<h1>whos-online demo</h1>\n");
+    match user {
+        Some(name) => {
+            let _ = write!(
+                body,
+                "<p>Logged in as <strong>{}</strong>.</p>\n\
+                 <form method=\"post\" action=\"/logout\"><button>Log out</button></form>\n",
+                escape_html(name)
+            );
+        }
+        None => {
+            let _ = write!(
+                body,
+                "<p>You are a visitor. Log in under any name (no password):</p>\n\
+                 <form method=\"post\" action=\"/login\">\n\
+                 <input name=\"username\" maxlength=\"{MAX_NAME_CHARS}\" required autofocus \
+                 aria-label=\"User name\" placeholder=\"name\">\n\
+                 <button>Log in</button>\n</form>\n"
+            );
+        }
+    }
+    body.push_str(
+        "<p>Open this page in another browser to be counted as a visitor. \
+         The same data as JSON: <a href=\"/online\"><code>/online</code></a>, \
+         <a href=\"/stats\"><code>/stats</code></a>.</p>\n</main>\n",
+    );
+    body.push_str(&render_footer(online, record, window));
+    layout("whos-online demo", &body)
+}
+
+fn render_footer(online: Option<&Online>, record: Option<&Record>, window: Duration) -> String {
+    let mut f = String::from("<footer>\n<h2>Who's online</h2>\n");
+    match online {
+        Some(o) => {
+            let names: Vec<String> = o.users.iter().map(|n| escape_html(n)).collect();
+            let shown = names.len() as u64;
+            let mut list = if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            };
+            if o.user_count > shown && shown > 0 {
+                let _ = write!(list, " and {} more", o.user_count - shown);
+            }
+            let _ = write!(
+                f,
+                "<p>Users online: {} ({list})</p>\n<p>Visitors online: {}</p>\n",
+                o.user_count, o.visitor_count
+            );
+        }
+        None => f.push_str("<p>Who's online: unavailable</p>\n"),
+    }
+    match record {
+        Some(r) => {
+            let _ = write!(
+                f,
+                "<p>{}</p>\n<p>{}</p>\n",
+                record_line("users", r.max_users, r.max_users_date),
+                record_line("visitors", r.max_visitors, r.max_visitors_date)
+            );
+        }
+        None => f.push_str("<p>Records: unavailable</p>\n"),
+    }
+    let _ = write!(
+        f,
+        "<p><small>Counted over the last {}.</small></p>\n</footer>\n",
+        describe_window(window)
+    );
+    f
+}
+
+fn record_line(what: &str, count: u64, date: Option<DateTime<Utc>>) -> String {
+    match date {
+        Some(d) => format!(
+            "Most {what} ever online was {count} on {}",
+            d.format("%Y-%m-%d %H:%M UTC")
+        ),
+        None => format!("Most {what} ever online: no record yet"),
+    }
+}
+
+fn describe_window(window: Duration) -> String {
+    let secs = window.as_secs();
+    match secs {
+        60 => "minute".to_owned(),
+        s if s % 60 == 0 => format!("{} minutes", s / 60),
+        1 => "second".to_owned(),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// Resolves on Ctrl-C (and SIGTERM on Unix).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// A start-up failure, shown as its plain message when `main` returns it.
+struct Fatal(String);
+
+impl std::fmt::Debug for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for Fatal {
+    fn from(e: E) -> Self {
+        Fatal(e.to_string())
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Fatal> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = DemoConfig::from_env()?;
+    let (router, whos) = app(&config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.bind)
+        .await
+        .map_err(|e| format!("BIND: cannot listen on {}: {e}", config.bind))?;
+    let addr = listener.local_addr()?;
+    println!("whos-online demo: open http://{addr}/  (Ctrl-C to stop)");
+
+    // Visitors are keyed by the TCP peer address; no proxy header is trusted.
+    let served = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await;
+    // Write every queued report before exit, even if serving failed.
+    whos.shutdown().await;
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! The layer: who a request is, and that it never fails or waits on the stores.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use common::{Site, Stack, request_from};
+use http::Request;
+use tokio::sync::Notify;
+use tower::ServiceExt;
+use whos_online::{
+    ClientIpSource, Counts, MemoryPresence, Online, PresenceStore, Record, User, identify_fn,
+};
+
+async fn user_or_visitor_never_both(stack: Stack) {
+    let site = Site::new(stack).await;
+    site.visit_as("alice", "10.0.0.1").await;
+    site.visit_as("alice", "10.0.0.9").await;
+    site.visit("10.0.0.2").await;
+    site.visit("10.0.0.2").await;
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(100).await.unwrap();
+    assert_eq!(online.users, ["alice"]);
+    assert_eq!(online.user_count, 1);
+    // alice's addresses are not visitors; 10.0.0.2 counts once.
+    assert_eq!(online.visitor_count, 1);
+}
+
+async fn ipv4_mapped_ipv6_is_one_visitor(stack: Stack) {
+    let site = Site::new(stack).await;
+    site.visit("10.0.0.7").await;
+    site.visit("::ffff:10.0.0.7").await;
+    site.visit("2001:db8::7").await;
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 2);
+}
+
+async fn proxy_headers_are_ignored_by_default(stack: Stack) {
+    let site = Site::new(stack).await;
+    for spoof in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+        let mut req = request_from("10.0.0.1", "/");
+        req.headers_mut()
+            .insert("x-forwarded-for", spoof.parse().unwrap());
+        req.headers_mut()
+            .insert("x-real-ip", spoof.parse().unwrap());
+        assert_eq!(site.send(req).await.status(), 200);
+    }
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
+}
+
+async fn a_named_proxy_header_is_used_and_bad_ones_fall_back(stack: Stack) {
+    let site = Site::with(stack, |b| {
+        b.client_ip_source(ClientIpSource::RightmostXForwardedFor)
+    })
+    .await;
+    // All from the proxy at 10.0.0.1: the rightmost XFF entry is the client.
+    for xff in ["203.0.113.9, 198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+        let mut req = request_from("10.0.0.1", "/");
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
+        site.send(req).await;
+    }
+    // Malformed, oversized and non-UTF-8 headers, and none at all: the peer.
+    let huge = "9".repeat(8 * 1024);
+    let bad: [&[u8]; 4] = [b"not an ip", huge.as_bytes(), b"\xff\xfe", b""];
+    for value in bad {
+        let mut req = request_from("10.0.0.1", "/");
+        req.headers_mut().insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(value).unwrap(),
+        );
+        assert_eq!(site.send(req).await.status(), 200);
+    }
+    site.visit("10.0.0.1").await;
+    site.whos.flush().await.unwrap();
+    // 198.51.100.1, 198.51.100.2 and the peer 10.0.0.1.
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 3);
+}
+
+async fn bad_user_names_are_dropped_and_counted(stack: Stack) {
+    let site = Site::new(stack).await;
+    let long = "x".repeat(whos_online::MAX_USER_NAME_LEN + 1);
+    for name in ["", "tab\there", long.as_str()] {
+        let mut req = request_from("10.0.0.1", "/");
+        req.headers_mut()
+            .insert("x-user", http::HeaderValue::from_str(name).unwrap());
+        assert_eq!(site.send(req).await.status(), 200);
+    }
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(10).await.unwrap();
+    assert_eq!((online.user_count, online.visitor_count), (0, 0));
+    assert_eq!(site.whos.counters().reports_invalid, 3);
+    // The longest allowed name goes through.
+    site.visit_as(&"y".repeat(whos_online::MAX_USER_NAME_LEN), "10.0.0.1")
+        .await;
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.online(10).await.unwrap().user_count, 1);
+}
+
+async fn no_address_and_no_user_is_counted_not_failed(stack: Stack) {
+    let site = Site::new(stack).await;
+    // A server started without connect info: no peer address.
+    let req = Request::get("/").body(Body::empty()).unwrap();
+    assert_eq!(site.send(req).await.status(), 200);
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.counters().reports_unidentified, 1);
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 0);
+}
+
+async fn a_slow_user_hook_never_delays_the_response(stack: Stack) {
+    let gate = Arc::new(Notify::new());
+    let hook_gate = Arc::clone(&gate);
+    let site = Site::with(stack, |b| {
+        b.identify_users(identify_fn(move |_req| {
+            let gate = Arc::clone(&hook_gate);
+            async move {
+                gate.notified().await;
+                Some(User::new("slow"))
+            }
+        }))
+    })
+    .await;
+    // The response arrives although the hook cannot finish yet.
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        site.send(request_from("10.0.0.1", "/")),
+    )
+    .await
+    .expect("response must not wait for the user hook");
+    assert_eq!(res.status(), 200);
+    // Once the hook finishes (on its spawned task), the user is reported.
+    gate.notify_one();
+    let whos = site.whos.clone();
+    tokio::time::timeout(Duration::from_secs(5), async move {
+        loop {
+            whos.flush().await.unwrap();
+            if whos.online(10).await.unwrap().users == ["slow"] {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the spawned hook reports the user");
+}
+
+async fn shutdown_writes_everything_queued(stack: Stack) {
+    let site = Site::with(stack, |b| b.flush_interval(Duration::from_secs(3600))).await;
+    for i in 0..200 {
+        site.visit(&format!("10.1.{}.{}", i / 250, i % 250)).await;
+    }
+    site.visit_as("alice", "10.0.0.1").await;
+    site.whos.shutdown().await;
+    let online = site.whos.online(10).await.unwrap();
+    assert_eq!((online.user_count, online.visitor_count), (1, 200));
+    // After shutdown, reports are dropped and counted; requests still succeed.
+    site.visit("10.9.9.9").await;
+    assert_eq!(site.whos.counters().reports_dropped, 1);
+    assert!(site.whos.flush().await.is_err());
+    site.whos.shutdown().await; // idempotent
+}
+
+on_both_stacks!(
+    user_or_visitor_never_both,
+    ipv4_mapped_ipv6_is_one_visitor,
+    proxy_headers_are_ignored_by_default,
+    a_named_proxy_header_is_used_and_bad_ones_fall_back,
+    bad_user_names_are_dropped_and_counted,
+    no_address_and_no_user_is_counted_not_failed,
+    a_slow_user_hook_never_delays_the_response,
+    shutdown_writes_everything_queued,
+);
+
+/// With a named header, the stored member is the address from that header.
+#[tokio::test]
+async fn the_stored_visitor_is_the_rightmost_forwarded_address() {
+    let site = Site::with(Stack::Real, |b| {
+        b.client_ip_source(ClientIpSource::RightmostXForwardedFor)
+    })
+    .await;
+    let mut req = request_from("10.0.0.1", "/");
+    req.headers_mut()
+        .insert("x-forwarded-for", "6.6.6.6, 203.0.113.5".parse().unwrap());
+    site.send(req).await;
+    site.whos.flush().await.unwrap();
+    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let members: Vec<String> = deadpool_redis::redis::cmd("ZRANGE")
+        .arg(format!("{{{}}}:visitors", site.prefix))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, ["203.0.113.5"]);
+}
+
+struct GatedStore(Arc<Gated>);
+
+impl std::ops::Deref for GatedStore {
+    type Target = Gated;
+    fn deref(&self) -> &Gated {
+        &self.0
+    }
+}
+
+/// A presence store whose writes block until released: a deterministic way to
+/// hold the reporter busy.
+struct Gated {
+    inner: MemoryPresence,
+    entered: Notify,
+    release: Notify,
+    open: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl PresenceStore for GatedStore {
+    async fn mark_seen(
+        &self,
+        at: i64,
+        users: &[String],
+        visitors: &[String],
+    ) -> whos_online::Result<()> {
+        if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.mark_seen(at, users, visitors).await
+    }
+    async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
+        self.inner.prune_and_count(cutoff).await
+    }
+    async fn online(&self, cutoff: i64, limit: usize) -> whos_online::Result<Online> {
+        self.inner.online(cutoff, limit).await
+    }
+    async fn cached_record(&self) -> whos_online::Result<Option<Record>> {
+        self.inner.cached_record().await
+    }
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> whos_online::Result<()> {
+        self.inner.cache_record(record, ttl).await
+    }
+}
+
+/// A full queue drops and counts; every request still succeeds at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_and_counts() {
+    let store = Arc::new(Gated {
+        inner: MemoryPresence::new(),
+        entered: Notify::new(),
+        release: Notify::new(),
+        open: Default::default(),
+    });
+    let site = Site::with(Stack::Memory, |b| {
+        b.presence_store(GatedStore(Arc::clone(&store)))
+            .queue_capacity(4)
+    })
+    .await;
+    // Hold the reporter inside a write.
+    site.visit("10.0.0.1").await;
+    let whos = site.whos.clone();
+    let flushing = tokio::spawn(async move { whos.flush().await });
+    store.entered.notified().await;
+
+    let app = site.app();
+    for i in 0..100 {
+        let res = app
+            .clone()
+            .oneshot(request_from(&format!("10.0.1.{i}"), "/"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let c = site.whos.counters();
+    assert_eq!(c.reports_dropped, 96);
+    assert_eq!(c.reports_queued, 1 + 4);
+
+    store.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.release.notify_one();
+    flushing.await.unwrap().unwrap();
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 5);
+}
+
+/// Redis down: every request through the layer succeeds, and reports kept
+/// pending are written once a working store is reachable again (here: the
+/// failure is counted and nothing panics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_requests_still_succeed() {
+    let site = Site::with(Stack::Real, |b| b.redis(common::dead_redis())).await;
+    for i in 0..200 {
+        site.visit(&format!("10.2.0.{}", i % 250)).await;
+    }
+    site.whos.flush().await.unwrap();
+    let c = site.whos.counters();
+    assert_eq!(c.reports_queued, 200);
+    assert!(c.flush_errors >= 1);
+    assert_eq!(c.flushes, 0);
+}

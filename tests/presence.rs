@@ -1,0 +1,197 @@
+//! The presence store contract, run against Redis and the in-memory store.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use common::Stack;
+use whos_online::{MemoryPresence, PresenceStore, Record, RedisPresence};
+
+const T: i64 = 1_764_000_000;
+
+fn store(stack: Stack) -> Arc<dyn PresenceStore> {
+    match stack {
+        Stack::Real => {
+            Arc::new(RedisPresence::from_url(&common::redis_url(), &common::prefix()).unwrap())
+        }
+        Stack::Memory => Arc::new(MemoryPresence::new()),
+    }
+}
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn date(secs: i64) -> Option<DateTime<chrono::Utc>> {
+    DateTime::from_timestamp(secs, 0)
+}
+
+async fn window_edges(stack: Stack) {
+    let p = store(stack);
+    p.mark_seen(T, &names(&["inside"]), &names(&["10.0.0.1"]))
+        .await
+        .unwrap();
+    p.mark_seen(T - 1, &names(&["outside"]), &names(&["10.0.0.2"]))
+        .await
+        .unwrap();
+
+    // Seen exactly at the cutoff counts; one second before does not, pruned or not.
+    let online = p.online(T, 10).await.unwrap();
+    assert_eq!(online.users, ["inside"]);
+    assert_eq!((online.user_count, online.visitor_count), (1, 1));
+
+    // Not pruned yet: a wider window still sees both.
+    let wide = p.online(T - 1, 10).await.unwrap();
+    assert_eq!(wide.users, ["inside", "outside"]);
+
+    let counts = p.prune_and_count(T).await.unwrap();
+    assert_eq!((counts.users, counts.visitors), (1, 1));
+    let after = p.online(T - 1, 10).await.unwrap();
+    assert_eq!(after.users, ["inside"]);
+    assert_eq!(after.visitor_count, 1);
+}
+
+async fn last_seen_never_moves_back(stack: Stack) {
+    let p = store(stack);
+    p.mark_seen(T + 100, &names(&["alice"]), &names(&["10.0.0.1"]))
+        .await
+        .unwrap();
+    // A late batch with an older time must not age the member.
+    p.mark_seen(T, &names(&["alice"]), &names(&["10.0.0.1"]))
+        .await
+        .unwrap();
+    let online = p.online(T + 50, 10).await.unwrap();
+    assert_eq!(online.users, ["alice"]);
+    assert_eq!(online.visitor_count, 1);
+    // And a newer one moves it forward.
+    p.mark_seen(T + 200, &names(&["alice"]), &[]).await.unwrap();
+    assert_eq!(p.online(T + 150, 10).await.unwrap().users, ["alice"]);
+}
+
+async fn limit_keeps_the_most_recent_sorted_by_name(stack: Stack) {
+    let p = store(stack);
+    for (i, n) in ["carol", "alice", "dave", "bob"].iter().enumerate() {
+        p.mark_seen(T + i as i64, &names(&[n]), &[]).await.unwrap();
+    }
+    let online = p.online(T, 2).await.unwrap();
+    // The two seen last are dave (T+2) and bob (T+3).
+    assert_eq!(online.users, ["bob", "dave"]);
+    assert_eq!(online.user_count, 4, "counts are never limited");
+    assert_eq!(
+        p.online(T, 10).await.unwrap().users,
+        ["alice", "bob", "carol", "dave"]
+    );
+}
+
+async fn duplicates_count_once_and_kinds_stay_apart(stack: Stack) {
+    let p = store(stack);
+    p.mark_seen(T, &names(&["alice", "bob"]), &names(&["alice", "10.0.0.1"]))
+        .await
+        .unwrap();
+    p.mark_seen(T, &names(&["alice"]), &names(&["10.0.0.1"]))
+        .await
+        .unwrap();
+    let online = p.online(T, 10).await.unwrap();
+    assert_eq!(online.users, ["alice", "bob"]);
+    assert_eq!((online.user_count, online.visitor_count), (2, 2));
+    // Empty batches are fine.
+    p.mark_seen(T, &[], &[]).await.unwrap();
+}
+
+async fn empty_store_counts_zero(stack: Stack) {
+    let p = store(stack);
+    let online = p.online(T, 10).await.unwrap();
+    assert!(online.users.is_empty());
+    assert_eq!((online.user_count, online.visitor_count), (0, 0));
+    let counts = p.prune_and_count(T).await.unwrap();
+    assert_eq!((counts.users, counts.visitors), (0, 0));
+    assert_eq!(p.cached_record().await.unwrap(), None);
+}
+
+async fn record_cache_only_rises(stack: Stack) {
+    let p = store(stack);
+    let hour = Duration::from_secs(3600);
+    let first = Record {
+        max_users: 50,
+        max_users_date: date(T),
+        max_visitors: 100,
+        max_visitors_date: date(T + 1),
+    };
+    p.cache_record(&first, hour).await.unwrap();
+    assert_eq!(p.cached_record().await.unwrap(), Some(first));
+
+    // A slower writer with a lower user count cannot lower it; its higher visitor
+    // count goes in with its own date.
+    let second = Record {
+        max_users: 40,
+        max_users_date: date(T + 2),
+        max_visitors: 120,
+        max_visitors_date: date(T + 3),
+    };
+    p.cache_record(&second, hour).await.unwrap();
+    let merged = p.cached_record().await.unwrap().unwrap();
+    assert_eq!(merged.max_users, 50);
+    assert_eq!(merged.max_users_date, date(T));
+    assert_eq!(merged.max_visitors, 120);
+    assert_eq!(merged.max_visitors_date, date(T + 3));
+
+    // Numbers compare as numbers: 9 < 50 even though "9" > "50".
+    let nine = Record {
+        max_users: 9,
+        ..Record::default()
+    };
+    p.cache_record(&nine, hour).await.unwrap();
+    assert_eq!(p.cached_record().await.unwrap().unwrap().max_users, 50);
+}
+
+async fn record_cache_keeps_empty_dates(stack: Stack) {
+    let p = store(stack);
+    p.cache_record(&Record::default(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(p.cached_record().await.unwrap(), Some(Record::default()));
+}
+
+async fn record_cache_expires(stack: Stack) {
+    let p = store(stack);
+    let r = Record::seen(3, 4, chrono::Utc::now());
+    p.cache_record(&r, Duration::from_millis(20)).await.unwrap();
+    // Expiry is the behaviour under test, so real time has to pass here.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(p.cached_record().await.unwrap(), None);
+}
+
+on_both_stacks!(
+    window_edges,
+    last_seen_never_moves_back,
+    limit_keeps_the_most_recent_sorted_by_name,
+    duplicates_count_once_and_kinds_stay_apart,
+    empty_store_counts_zero,
+    record_cache_only_rises,
+    record_cache_keeps_empty_dates,
+    record_cache_expires,
+);
+
+/// Keys carry the prefix as a Redis Cluster hash tag, so one installation's keys
+/// share a slot.
+#[test]
+fn redis_keys_carry_a_hash_tag() {
+    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let p = RedisPresence::new(pool, "site");
+    assert_eq!(p.users_key(), "{site}:users");
+    assert_eq!(p.visitors_key(), "{site}:visitors");
+    assert_eq!(p.record_key(), "{site}:record");
+}
+
+/// A dead Redis fails fast with an error, never a hang or a panic.
+#[tokio::test]
+async fn dead_redis_errors_quickly() {
+    let p = RedisPresence::new(common::dead_redis(), "dead");
+    let started = std::time::Instant::now();
+    assert!(p.mark_seen(T, &names(&["a"]), &[]).await.is_err());
+    assert!(p.online(T, 10).await.is_err());
+    assert!(p.cached_record().await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
