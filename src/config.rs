@@ -1,6 +1,6 @@
 //! Configuration: one builder with sensible defaults.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -276,8 +276,9 @@ impl Builder {
             presence,
             clock: self.clock,
             counters,
-            users: HashSet::new(),
+            users: HashMap::new(),
             visitors: HashSet::new(),
+            bots: HashSet::new(),
             max_pending: self.max_pending,
             error_log: LogLimiter::default(),
         };

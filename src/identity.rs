@@ -26,12 +26,31 @@ pub const MAX_USER_NAME_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct User {
     name: String,
+    hidden: bool,
 }
 
 impl User {
     /// A user called `name`: the name shown in `/online`.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            hidden: false,
+        }
+    }
+
+    /// A user who chose to be invisible: counted in `user_count` and the record,
+    /// never listed by name.
+    pub fn hidden(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            hidden: true,
+        }
+    }
+
+    /// Sets whether the user is hidden.
+    pub fn with_hidden(mut self, hidden: bool) -> Self {
+        self.hidden = hidden;
+        self
     }
 
     /// The user's name.
@@ -39,8 +58,13 @@ impl User {
         &self.name
     }
 
-    pub(crate) fn into_name(self) -> String {
-        self.name
+    /// Whether the user is counted but not listed.
+    pub fn is_hidden(&self) -> bool {
+        self.hidden
+    }
+
+    pub(crate) fn into_parts(self) -> (String, bool) {
+        (self.name, self.hidden)
     }
 
     /// Names must be non-empty, at most [`MAX_USER_NAME_LEN`] bytes and free of

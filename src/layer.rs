@@ -51,7 +51,10 @@ impl Reporting {
 
     fn settle(&self, user: Option<User>, ip: Option<IpAddr>) {
         match (user, ip) {
-            (Some(u), _) if u.is_valid() => self.report(Who::User(u.into_name())),
+            (Some(u), _) if u.is_valid() => {
+                let (name, hidden) = u.into_parts();
+                self.report(Who::User { name, hidden });
+            }
             (Some(_), _) => incr(&self.counters.reports_invalid),
             (None, Some(ip)) => self.report(Who::Visitor(ip)),
             (None, None) => incr(&self.counters.reports_unidentified),

@@ -82,7 +82,9 @@ pub use identity::{
     IdentifyFn, IdentifyUser, MAX_USER_NAME_LEN, NoUsers, User, UserFuture, identify_fn,
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
-pub use presence::{Counts, MemoryPresence, Online, PresenceStore, RedisPresence, redis_pool};
+pub use presence::{
+    Batch, Counts, MemoryPresence, Online, PresenceStore, RedisPresence, redis_pool,
+};
 pub use record::{MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordStore, migrate};
 pub use routes::{DEFAULT_LIMIT, MAX_LIMIT, OnlineResponse};
 #[cfg(feature = "tower-sessions")]

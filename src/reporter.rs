@@ -1,7 +1,7 @@
 //! The reporter: drains the queue, coalesces duplicates and writes each batch to
 //! the presence store in one round trip.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::counters::{Counters, LogLimiter, add, incr};
-use crate::presence::PresenceStore;
+use crate::presence::{Batch, PresenceStore};
 
 /// Who a request came from, as queued by the layer.
 #[derive(Debug)]
 pub(crate) enum Who {
-    User(String),
+    User { name: String, hidden: bool },
     Visitor(IpAddr),
+    Bot(IpAddr),
 }
 
 /// What travels on the queue: reports, and flush requests that ride behind them so
@@ -34,8 +35,10 @@ pub(crate) struct Reporter {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) counters: Arc<Counters>,
     /// Members waiting to be written; survives failed flushes, up to `max_pending`.
-    pub(crate) users: HashSet<String>,
+    /// Users map to whether they are hidden (the latest report wins).
+    pub(crate) users: HashMap<String, bool>,
     pub(crate) visitors: HashSet<IpAddr>,
+    pub(crate) bots: HashSet<IpAddr>,
     pub(crate) max_pending: usize,
     pub(crate) error_log: LogLimiter,
 }
@@ -69,7 +72,7 @@ impl Reporter {
     }
 
     fn pending(&self) -> usize {
-        self.users.len() + self.visitors.len()
+        self.users.len() + self.visitors.len() + self.bots.len()
     }
 
     /// Takes one message. Writes happen on the interval, on request and at
@@ -78,16 +81,24 @@ impl Reporter {
         match msg {
             Msg::Seen(who) => {
                 let is_new = match &who {
-                    Who::User(name) => !self.users.contains(name),
+                    Who::User { name, .. } => !self.users.contains_key(name),
                     Who::Visitor(ip) => !self.visitors.contains(ip),
+                    Who::Bot(ip) => !self.bots.contains(ip),
                 };
                 if is_new && self.pending() >= self.max_pending {
                     incr(&self.counters.pending_dropped);
-                } else {
-                    match who {
-                        Who::User(name) => self.users.insert(name),
-                        Who::Visitor(ip) => self.visitors.insert(ip),
-                    };
+                    return;
+                }
+                match who {
+                    Who::User { name, hidden } => {
+                        self.users.insert(name, hidden);
+                    }
+                    Who::Visitor(ip) => {
+                        self.visitors.insert(ip);
+                    }
+                    Who::Bot(ip) => {
+                        self.bots.insert(ip);
+                    }
                 }
             }
             Msg::Flush(ack) => {
@@ -97,24 +108,35 @@ impl Reporter {
         }
     }
 
+    /// The member a visitor or bot address is stored as.
+    fn member_of(&self, ip: IpAddr) -> String {
+        ip.to_string()
+    }
+
     /// Writes the pending members, all stamped with the current time, in one
     /// round trip. On failure they stay pending and go with the next flush.
     async fn flush(&mut self) {
         if self.pending() == 0 {
             return;
         }
-        let users: Vec<String> = self.users.iter().cloned().collect();
-        let visitors: Vec<String> = self.visitors.iter().map(IpAddr::to_string).collect();
+        let mut batch = Batch::default();
+        for (name, &hidden) in &self.users {
+            if hidden {
+                batch.hidden_users.push(name.clone());
+            } else {
+                batch.users.push(name.clone());
+            }
+        }
+        batch.visitors = self.visitors.iter().map(|ip| self.member_of(*ip)).collect();
+        batch.bots = self.bots.iter().map(|ip| self.member_of(*ip)).collect();
         let at = self.clock.unix_secs();
-        match self.presence.mark_seen(at, &users, &visitors).await {
+        match self.presence.mark_seen(at, &batch).await {
             Ok(()) => {
                 incr(&self.counters.flushes);
-                add(
-                    &self.counters.members_written,
-                    (users.len() + visitors.len()) as u64,
-                );
+                add(&self.counters.members_written, batch.len() as u64);
                 self.users.clear();
                 self.visitors.clear();
+                self.bots.clear();
             }
             Err(e) => {
                 incr(&self.counters.flush_errors);

@@ -26,6 +26,8 @@ pub struct OnlineResponse {
     pub visitor_count: u64,
     /// The window, in seconds.
     pub window_secs: u64,
+    /// Bots (crawlers) seen within the window; never counted as visitors.
+    pub bot_count: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +85,7 @@ async fn online(
             user_count: online.user_count,
             visitor_count: online.visitor_count,
             window_secs: whos.window().as_secs(),
+            bot_count: online.bot_count,
         })
         .into_response(),
     ))

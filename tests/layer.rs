@@ -12,7 +12,7 @@ use http::Request;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use whos_online::{
-    ClientIpSource, Counts, MemoryPresence, Online, PresenceStore, Record, User, identify_fn,
+    Batch, ClientIpSource, Counts, MemoryPresence, Online, PresenceStore, Record, User, identify_fn,
 };
 
 async fn user_or_visitor_never_both(stack: Stack) {
@@ -219,17 +219,12 @@ struct Gated {
 
 #[async_trait]
 impl PresenceStore for GatedStore {
-    async fn mark_seen(
-        &self,
-        at: i64,
-        users: &[String],
-        visitors: &[String],
-    ) -> whos_online::Result<()> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<()> {
         if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.notified().await;
         }
-        self.inner.mark_seen(at, users, visitors).await
+        self.inner.mark_seen(at, batch).await
     }
     async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
         self.inner.prune_and_count(cutoff).await

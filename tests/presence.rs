@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use common::Stack;
-use whos_online::{MemoryPresence, PresenceStore, Record, RedisPresence};
+use whos_online::{Batch, MemoryPresence, PresenceStore, Record, RedisPresence};
 
 const T: i64 = 1_764_000_000;
 
@@ -24,16 +24,24 @@ fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+fn batch(users: &[&str], visitors: &[&str]) -> Batch {
+    Batch {
+        users: names(users),
+        visitors: names(visitors),
+        ..Batch::default()
+    }
+}
+
 fn date(secs: i64) -> Option<DateTime<chrono::Utc>> {
     DateTime::from_timestamp(secs, 0)
 }
 
 async fn window_edges(stack: Stack) {
     let p = store(stack);
-    p.mark_seen(T, &names(&["inside"]), &names(&["10.0.0.1"]))
+    p.mark_seen(T, &batch(&["inside"], &["10.0.0.1"]))
         .await
         .unwrap();
-    p.mark_seen(T - 1, &names(&["outside"]), &names(&["10.0.0.2"]))
+    p.mark_seen(T - 1, &batch(&["outside"], &["10.0.0.2"]))
         .await
         .unwrap();
 
@@ -55,25 +63,25 @@ async fn window_edges(stack: Stack) {
 
 async fn last_seen_never_moves_back(stack: Stack) {
     let p = store(stack);
-    p.mark_seen(T + 100, &names(&["alice"]), &names(&["10.0.0.1"]))
+    p.mark_seen(T + 100, &batch(&["alice"], &["10.0.0.1"]))
         .await
         .unwrap();
     // A late batch with an older time must not age the member.
-    p.mark_seen(T, &names(&["alice"]), &names(&["10.0.0.1"]))
+    p.mark_seen(T, &batch(&["alice"], &["10.0.0.1"]))
         .await
         .unwrap();
     let online = p.online(T + 50, 10).await.unwrap();
     assert_eq!(online.users, ["alice"]);
     assert_eq!(online.visitor_count, 1);
     // And a newer one moves it forward.
-    p.mark_seen(T + 200, &names(&["alice"]), &[]).await.unwrap();
+    p.mark_seen(T + 200, &batch(&["alice"], &[])).await.unwrap();
     assert_eq!(p.online(T + 150, 10).await.unwrap().users, ["alice"]);
 }
 
 async fn limit_keeps_the_most_recent_sorted_by_name(stack: Stack) {
     let p = store(stack);
     for (i, n) in ["carol", "alice", "dave", "bob"].iter().enumerate() {
-        p.mark_seen(T + i as i64, &names(&[n]), &[]).await.unwrap();
+        p.mark_seen(T + i as i64, &batch(&[n], &[])).await.unwrap();
     }
     let online = p.online(T, 2).await.unwrap();
     // The two seen last are dave (T+2) and bob (T+3).
@@ -87,17 +95,56 @@ async fn limit_keeps_the_most_recent_sorted_by_name(stack: Stack) {
 
 async fn duplicates_count_once_and_kinds_stay_apart(stack: Stack) {
     let p = store(stack);
-    p.mark_seen(T, &names(&["alice", "bob"]), &names(&["alice", "10.0.0.1"]))
+    p.mark_seen(T, &batch(&["alice", "bob"], &["alice", "10.0.0.1"]))
         .await
         .unwrap();
-    p.mark_seen(T, &names(&["alice"]), &names(&["10.0.0.1"]))
+    p.mark_seen(T, &batch(&["alice"], &["10.0.0.1"]))
         .await
         .unwrap();
     let online = p.online(T, 10).await.unwrap();
     assert_eq!(online.users, ["alice", "bob"]);
     assert_eq!((online.user_count, online.visitor_count), (2, 2));
     // Empty batches are fine.
-    p.mark_seen(T, &[], &[]).await.unwrap();
+    p.mark_seen(T, &Batch::default()).await.unwrap();
+}
+
+async fn hidden_users_count_but_are_not_listed(stack: Stack) {
+    let p = store(stack);
+    let b = Batch {
+        users: names(&["alice"]),
+        hidden_users: names(&["ghost"]),
+        ..Batch::default()
+    };
+    p.mark_seen(T, &b).await.unwrap();
+    let online = p.online(T, 10).await.unwrap();
+    assert_eq!(online.users, ["alice"]);
+    assert_eq!(online.user_count, 2);
+    assert_eq!(p.prune_and_count(T).await.unwrap().users, 2);
+
+    // alice hides, ghost shows: each is in one set only, never counted twice.
+    let b = Batch {
+        users: names(&["ghost"]),
+        hidden_users: names(&["alice"]),
+        ..Batch::default()
+    };
+    p.mark_seen(T + 1, &b).await.unwrap();
+    let online = p.online(T, 10).await.unwrap();
+    assert_eq!(online.users, ["ghost"]);
+    assert_eq!(online.user_count, 2);
+}
+
+async fn bots_are_counted_apart(stack: Stack) {
+    let p = store(stack);
+    let b = Batch {
+        visitors: names(&["10.0.0.1"]),
+        bots: names(&["66.249.66.1", "66.249.66.2"]),
+        ..Batch::default()
+    };
+    p.mark_seen(T, &b).await.unwrap();
+    let online = p.online(T, 10).await.unwrap();
+    assert_eq!((online.visitor_count, online.bot_count), (1, 2));
+    let counts = p.prune_and_count(T + 1).await.unwrap();
+    assert_eq!((counts.visitors, counts.bots), (0, 0));
 }
 
 async fn empty_store_counts_zero(stack: Stack) {
@@ -168,6 +215,8 @@ on_both_stacks!(
     last_seen_never_moves_back,
     limit_keeps_the_most_recent_sorted_by_name,
     duplicates_count_once_and_kinds_stay_apart,
+    hidden_users_count_but_are_not_listed,
+    bots_are_counted_apart,
     empty_store_counts_zero,
     record_cache_only_rises,
     record_cache_keeps_empty_dates,
@@ -190,7 +239,7 @@ fn redis_keys_carry_a_hash_tag() {
 async fn dead_redis_errors_quickly() {
     let p = RedisPresence::new(common::dead_redis(), "dead");
     let started = std::time::Instant::now();
-    assert!(p.mark_seen(T, &names(&["a"]), &[]).await.is_err());
+    assert!(p.mark_seen(T, &batch(&["a"], &[])).await.is_err());
     assert!(p.online(T, 10).await.is_err());
     assert!(p.cached_record().await.is_err());
     assert!(started.elapsed() < Duration::from_secs(10));

@@ -26,7 +26,7 @@ async fn online_shape_and_sorting(stack: Stack) {
     assert_eq!(
         body,
         json!({"users": ["alice", "bob", "carol"], "user_count": 3,
-               "visitor_count": 3, "window_secs": 900})
+               "visitor_count": 3, "window_secs": 900, "bot_count": 0})
     );
     // Visitor addresses never appear.
     assert!(!body.to_string().contains("192.0.2"));
@@ -83,7 +83,7 @@ async fn counts_follow_the_window_before_any_prune(stack: Stack) {
     let (_, body) = site.get_json("/online").await;
     assert_eq!(
         body,
-        json!({"users": [], "user_count": 0, "visitor_count": 0, "window_secs": 900})
+        json!({"users": [], "user_count": 0, "visitor_count": 0, "window_secs": 900, "bot_count": 0})
     );
 }
 

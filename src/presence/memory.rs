@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Counts, Online, PresenceStore};
+use super::{Batch, Counts, Online, PresenceStore};
 use crate::{Record, Result};
 
 /// An in-memory presence store: the embedded default when no Redis is configured.
@@ -17,7 +17,9 @@ pub struct MemoryPresence {
 #[derive(Debug, Default)]
 struct Inner {
     users: HashMap<String, i64>,
+    hidden: HashMap<String, i64>,
     visitors: HashMap<String, i64>,
+    bots: HashMap<String, i64>,
     cache: Option<(Record, Instant)>,
 }
 
@@ -45,20 +47,36 @@ fn count_since(set: &HashMap<String, i64>, cutoff: i64) -> u64 {
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn mark_seen(&self, at: i64, users: &[String], visitors: &[String]) -> Result<()> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<()> {
         let mut inner = self.lock();
-        mark(&mut inner.users, at, users);
-        mark(&mut inner.visitors, at, visitors);
+        mark(&mut inner.users, at, &batch.users);
+        mark(&mut inner.hidden, at, &batch.hidden_users);
+        for name in &batch.users {
+            inner.hidden.remove(name);
+        }
+        for name in &batch.hidden_users {
+            inner.users.remove(name);
+        }
+        mark(&mut inner.visitors, at, &batch.visitors);
+        mark(&mut inner.bots, at, &batch.bots);
         Ok(())
     }
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
         let mut inner = self.lock();
-        inner.users.retain(|_, t| *t >= cutoff);
-        inner.visitors.retain(|_, t| *t >= cutoff);
+        let inner = &mut *inner;
+        for set in [
+            &mut inner.users,
+            &mut inner.hidden,
+            &mut inner.visitors,
+            &mut inner.bots,
+        ] {
+            set.retain(|_, t| *t >= cutoff);
+        }
         Ok(Counts {
-            users: inner.users.len() as u64,
+            users: (inner.users.len() + inner.hidden.len()) as u64,
             visitors: inner.visitors.len() as u64,
+            bots: inner.bots.len() as u64,
         })
     }
 
@@ -70,7 +88,7 @@ impl PresenceStore for MemoryPresence {
             .filter(|&(_, &t)| t >= cutoff)
             .map(|(m, &t)| (m, t))
             .collect();
-        let user_count = recent.len() as u64;
+        let user_count = recent.len() as u64 + count_since(&inner.hidden, cutoff);
         // Most recent first, ties by name, as Redis orders a reversed range.
         recent.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(a.0)));
         recent.truncate(limit);
@@ -80,6 +98,7 @@ impl PresenceStore for MemoryPresence {
             users,
             user_count,
             visitor_count: count_since(&inner.visitors, cutoff),
+            bot_count: count_since(&inner.bots, cutoff),
         })
     }
 

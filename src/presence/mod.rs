@@ -1,8 +1,8 @@
 //! Who was seen when: the presence store seam, and its Redis and in-memory
 //! implementations.
 //!
-//! Each store keeps two sorted sets, users and visitors, mapping a member to its
-//! last-seen time in unix seconds. It also caches the [`Record`] (Redis hash
+//! Each store keeps sorted sets (users, hidden users, visitors, bots), mapping a
+//! member to its last-seen time in unix seconds. It also caches the [`Record`] (Redis hash
 //! `{prefix}:record`) so that `/stats` and the ticker rarely need Postgres.
 
 mod memory;
@@ -20,10 +20,38 @@ use crate::{Record, Result};
 /// How many members of each kind are within the window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
-    /// Logged-in users.
+    /// Logged-in users, hidden ones included.
     pub users: u64,
-    /// Anonymous visitors.
+    /// Anonymous visitors (bots excluded).
     pub visitors: u64,
+    /// Crawlers and other bots; never part of the record.
+    pub bots: u64,
+}
+
+/// Members seen in one flush, by kind. Every member is stamped with one time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Users listed by name in `/online`.
+    pub users: Vec<String>,
+    /// Users counted but never listed. A user is in one of the two sets at a
+    /// time: the latest report decides.
+    pub hidden_users: Vec<String>,
+    /// Anonymous visitors (an address, or its keyed hash).
+    pub visitors: Vec<String>,
+    /// Bots, keyed like visitors.
+    pub bots: Vec<String>,
+}
+
+impl Batch {
+    /// Members in the batch, all kinds together.
+    pub fn len(&self) -> usize {
+        self.users.len() + self.hidden_users.len() + self.visitors.len() + self.bots.len()
+    }
+
+    /// Whether the batch holds no member.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A snapshot of who is online.
@@ -32,10 +60,12 @@ pub struct Online {
     /// User names seen within the window: at most the asked-for number, the most
     /// recently seen ones, sorted by name.
     pub users: Vec<String>,
-    /// All users seen within the window (not limited).
+    /// All users seen within the window, hidden ones included (not limited).
     pub user_count: u64,
     /// All visitors seen within the window.
     pub visitor_count: u64,
+    /// All bots seen within the window.
+    pub bot_count: u64,
 }
 
 /// Where last-seen times are kept.
@@ -44,9 +74,10 @@ pub struct Online {
 /// as online: a member seen at exactly `cutoff` is online, one second earlier is not.
 #[async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
-    /// Marks every member as seen at `at`. A member's last-seen time never moves
-    /// back (Redis `ZADD ... GT`), so late or reordered batches are harmless.
-    async fn mark_seen(&self, at: i64, users: &[String], visitors: &[String]) -> Result<()>;
+    /// Marks every member of `batch` as seen at `at`. A member's last-seen time
+    /// never moves back (Redis `ZADD ... GT`), so late or reordered batches are
+    /// harmless. A user reported hidden leaves the listed set, and back.
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<()>;
 
     /// Removes members last seen before `cutoff` and counts what remains.
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts>;

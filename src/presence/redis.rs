@@ -7,7 +7,7 @@ use chrono::DateTime;
 use deadpool_redis::redis::{self, Script};
 use deadpool_redis::{Connection, Pool, Runtime};
 
-use super::{Counts, Online, PresenceStore};
+use super::{Batch, Counts, Online, PresenceStore};
 use crate::{Error, Record, Result};
 
 /// Builds a `deadpool-redis` pool with the timeouts this crate relies on: waiting
@@ -51,15 +51,18 @@ return 1
 
 /// The presence store in Redis, through a `deadpool-redis` pool.
 ///
-/// Keys are `{prefix}:users`, `{prefix}:visitors` (sorted sets, member to last-seen
-/// unix seconds) and `{prefix}:record` (hash, the record cache). The braces are
+/// Keys are `{prefix}:users`, `{prefix}:hidden`, `{prefix}:visitors`,
+/// `{prefix}:bots` (sorted sets, member to last-seen unix seconds) and
+/// `{prefix}:record` (hash, the record cache). The braces are
 /// literal: they make the prefix a Redis Cluster hash tag, so every key of one
 /// installation lives in one slot and each pipeline is one round trip.
 #[derive(Clone)]
 pub struct RedisPresence {
     pool: Pool,
     users: String,
+    hidden: String,
     visitors: String,
+    bots: String,
     record: String,
     set_ttl_secs: u64,
     timeout: Duration,
@@ -81,7 +84,9 @@ impl RedisPresence {
         Self {
             pool,
             users: format!("{{{prefix}}}:users"),
+            hidden: format!("{{{prefix}}}:hidden"),
             visitors: format!("{{{prefix}}}:visitors"),
+            bots: format!("{{{prefix}}}:bots"),
             record: format!("{{{prefix}}}:record"),
             set_ttl_secs: 24 * 60 * 60,
             timeout: Duration::from_secs(2),
@@ -107,6 +112,16 @@ impl RedisPresence {
     /// The key of the visitors set.
     pub fn visitors_key(&self) -> &str {
         &self.visitors
+    }
+
+    /// The key of the hidden users set.
+    pub fn hidden_key(&self) -> &str {
+        &self.hidden
+    }
+
+    /// The key of the bots set.
+    pub fn bots_key(&self) -> &str {
+        &self.bots
     }
 
     /// The key of the record cache hash.
@@ -180,9 +195,17 @@ fn date_arg(d: Option<DateTime<chrono::Utc>>) -> String {
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
-    async fn mark_seen(&self, at: i64, users: &[String], visitors: &[String]) -> Result<()> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
-        for (key, members) in [(&self.users, users), (&self.visitors, visitors)] {
+        for (key, members) in [
+            (&self.users, &batch.users),
+            (&self.hidden, &batch.hidden_users),
+            (&self.visitors, &batch.visitors),
+            (&self.bots, &batch.bots),
+        ] {
             if members.is_empty() {
                 continue;
             }
@@ -193,8 +216,14 @@ impl PresenceStore for RedisPresence {
             cmd.ignore();
             pipe.cmd("EXPIRE").arg(key).arg(self.set_ttl_secs).ignore();
         }
-        if users.is_empty() && visitors.is_empty() {
-            return Ok(());
+        // A user is listed or hidden, never both: the latest report decides.
+        for (other, members) in [
+            (&self.hidden, &batch.users),
+            (&self.users, &batch.hidden_users),
+        ] {
+            if !members.is_empty() {
+                pipe.cmd("ZREM").arg(other).arg(members).ignore();
+            }
         }
         let mut conn = self.conn().await?;
         self.timed(pipe.query_async::<()>(&mut conn)).await
@@ -202,60 +231,56 @@ impl PresenceStore for RedisPresence {
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
         let below = format!("({cutoff}");
+        let keys = [&self.users, &self.hidden, &self.visitors, &self.bots];
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(&below)
+                .ignore();
+        }
+        for key in keys {
+            pipe.cmd("ZCARD").arg(key);
+        }
         let mut conn = self.conn().await?;
-        let (users, visitors): (u64, u64) = self
-            .timed(
-                redis::pipe()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(&self.users)
-                    .arg("-inf")
-                    .arg(&below)
-                    .ignore()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(&self.visitors)
-                    .arg("-inf")
-                    .arg(&below)
-                    .ignore()
-                    .cmd("ZCARD")
-                    .arg(&self.users)
-                    .cmd("ZCARD")
-                    .arg(&self.visitors)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(Counts { users, visitors })
+        let (users, hidden, visitors, bots): (u64, u64, u64, u64) =
+            self.timed(pipe.query_async(&mut conn)).await?;
+        Ok(Counts {
+            users: users + hidden,
+            visitors,
+            bots,
+        })
     }
 
     async fn online(&self, cutoff: i64, limit: usize) -> Result<Online> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
+            .arg(&self.users)
+            .arg("+inf")
+            .arg(cutoff)
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        for key in [&self.users, &self.hidden, &self.visitors, &self.bots] {
+            pipe.cmd("ZCOUNT").arg(key).arg(cutoff).arg("+inf");
+        }
         let mut conn = self.conn().await?;
-        let (mut users, user_count, visitor_count): (Vec<String>, u64, u64) = self
-            .timed(
-                redis::pipe()
-                    .cmd("ZRANGE")
-                    .arg(&self.users)
-                    .arg("+inf")
-                    .arg(cutoff)
-                    .arg("BYSCORE")
-                    .arg("REV")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .cmd("ZCOUNT")
-                    .arg(&self.users)
-                    .arg(cutoff)
-                    .arg("+inf")
-                    .cmd("ZCOUNT")
-                    .arg(&self.visitors)
-                    .arg(cutoff)
-                    .arg("+inf")
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let (mut users, listed, hidden, visitor_count, bot_count): (
+            Vec<String>,
+            u64,
+            u64,
+            u64,
+            u64,
+        ) = self.timed(pipe.query_async(&mut conn)).await?;
         users.sort_unstable();
         Ok(Online {
             users,
-            user_count,
+            user_count: listed + hidden,
             visitor_count,
+            bot_count,
         })
     }
 
