@@ -18,6 +18,9 @@
 //! | `WHOS_ONLINE_TICK_SECS`   | `60`             | how often the record is checked           |
 //! | `WHOS_ONLINE_PREFIX`      | `whos_online`    | Redis key prefix                          |
 //! | `RUST_LOG`                | `info`           | log filter                                |
+//!
+//! With `--features prometheus` the demo also serves the crate's metrics at
+//! `GET /metrics`, in the Prometheus text format.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -114,11 +117,17 @@ impl DemoConfig {
 /// Builds the site: connects the configured stores (running the migrations when
 /// Postgres is used), starts who's online, and returns the router with the handle.
 pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn std::error::Error>> {
+    #[cfg(feature = "prometheus")]
+    prometheus::install();
     let mut builder = WhosOnline::builder()
         .identify_users(SessionUser::new(USERNAME_KEY))
         .window(config.window)
         .tick_interval(config.tick_interval)
         .prefix(&config.prefix);
+    #[cfg(feature = "prometheus")]
+    {
+        builder = builder.skip_path_prefix("/metrics"); // scrapes are not visitors
+    }
     if let Some(url) = &config.redis_url {
         let pool = whos_online::redis_pool(url).map_err(|e| format!("REDIS_URL: {e}"))?;
         builder = builder.redis(pool);
@@ -155,10 +164,13 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
 
     // Plain http on localhost, so the cookie cannot be `Secure`.
     let sessions = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
-    let router = Router::new()
+    let routes = Router::new()
         .route("/", get(page))
         .route("/login", post(login))
-        .route("/logout", post(logout))
+        .route("/logout", post(logout));
+    #[cfg(feature = "prometheus")]
+    let routes = routes.route("/metrics", get(prometheus::metrics));
+    let router = routes
         .merge(whos.router())
         .with_state(whos.clone())
         // The who's-online layer reads the session, so it goes inside the session layer.
@@ -374,6 +386,50 @@ fn describe_window(window: Duration) -> String {
         s if s % 60 == 0 => format!("{} minutes", s / 60),
         1 => "second".to_owned(),
         s => format!("{s} seconds"),
+    }
+}
+
+/// `GET /metrics` in the Prometheus text format (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+mod prometheus {
+    use std::sync::OnceLock;
+
+    use axum::http::{StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+    /// The process-wide recorder, installed on first use (once per process, so
+    /// tests that build the app many times share it).
+    fn handle() -> Option<&'static PrometheusHandle> {
+        static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+        HANDLE
+            .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+                Ok(handle) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Installs the recorder now, so metrics published before the first scrape count.
+    pub(crate) fn install() {
+        let _ = handle();
+    }
+
+    pub(crate) async fn metrics() -> Response {
+        match handle() {
+            Some(h) => {
+                h.run_upkeep();
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    h.render(),
+                )
+                    .into_response()
+            }
+            None => (StatusCode::SERVICE_UNAVAILABLE, "metrics unavailable\n").into_response(),
+        }
     }
 }
 

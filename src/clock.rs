@@ -68,3 +68,105 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Sentinel of [`ServerClock`]: no server time seen yet.
+const UNSYNCED: i64 = i64::MIN;
+
+/// The configured clock, moved onto the Redis server's clock.
+///
+/// Holds the offset "Redis `TIME` minus local time" in milliseconds; the Redis
+/// store refreshes it from a `TIME` it appends to the pipelines it sends anyway
+/// (each flush, tick and `/online` read), so keeping it costs no round trip.
+/// Every instance sharing one Redis then stamps and prunes on one clock, however
+/// far its own clock is off. Until the first `TIME` answers, it reads as the
+/// configured clock ([`is_synced`](Self::is_synced) is false) and the store
+/// shifts what it was handed by the offset it then learns.
+pub(crate) struct ServerClock {
+    local: std::sync::Arc<dyn Clock>,
+    offset_ms: AtomicI64,
+}
+
+impl std::fmt::Debug for ServerClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerClock")
+            .field("offset_ms", &self.offset_ms())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerClock {
+    pub(crate) fn new(local: std::sync::Arc<dyn Clock>) -> Self {
+        Self {
+            local,
+            offset_ms: AtomicI64::new(UNSYNCED),
+        }
+    }
+
+    /// Whether a server time has been seen.
+    pub(crate) fn is_synced(&self) -> bool {
+        self.offset_ms.load(Ordering::Relaxed) != UNSYNCED
+    }
+
+    /// Server minus local time, once known.
+    pub(crate) fn offset_ms(&self) -> Option<i64> {
+        let o = self.offset_ms.load(Ordering::Relaxed);
+        (o != UNSYNCED).then_some(o)
+    }
+
+    /// Moves a time in unix seconds read from the configured clock onto the
+    /// server's clock, as [`now`](Clock::now) would have; unchanged until synced.
+    pub(crate) fn shift(&self, local_secs: i64) -> i64 {
+        match self.offset_ms() {
+            Some(ms) => local_secs
+                .saturating_mul(1000)
+                .saturating_add(ms)
+                .div_euclid(1000),
+            None => local_secs,
+        }
+    }
+
+    /// Takes a server time read just now (`TIME`: seconds and microseconds).
+    pub(crate) fn observe(&self, secs: i64, micros: i64) {
+        let server_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
+        let offset = server_ms.saturating_sub(self.local.now().timestamp_millis());
+        // Never store the sentinel by accident.
+        self.offset_ms
+            .store(offset.max(UNSYNCED + 1), Ordering::Relaxed);
+    }
+}
+
+impl Clock for ServerClock {
+    fn now(&self) -> DateTime<Utc> {
+        let local = self.local.now();
+        match self.offset_ms() {
+            Some(ms) => local + chrono::TimeDelta::milliseconds(ms),
+            None => local,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_clock_reads_local_until_synced_then_adds_the_offset() {
+        let local = ManualClock::at_unix(1_000);
+        let server = ServerClock::new(Arc::new(local.clone()));
+        assert!(!server.is_synced());
+        assert_eq!(server.unix_secs(), 1_000);
+        assert_eq!(server.shift(1_000), 1_000);
+        // The server is ten minutes ahead.
+        server.observe(1_600, 250_000);
+        assert!(server.is_synced());
+        assert_eq!(server.offset_ms(), Some(600_250));
+        assert_eq!(server.shift(1_000), 1_600);
+        assert_eq!(server.unix_secs(), 1_600);
+        local.advance_secs(5);
+        assert_eq!(server.unix_secs(), 1_605);
+        // And behind.
+        server.observe(400, 0);
+        assert_eq!(server.unix_secs(), 400);
+        assert_eq!(server.shift(1_005), 400);
+    }
+}

@@ -8,12 +8,17 @@ use axum_client_ip::ClientIpSource;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, SystemClock};
+use crate::bots::BotFilter;
+use crate::clock::{Clock, ServerClock, SystemClock};
 use crate::counters::{Counters, LogLimiter};
+use crate::dedupe::Dedupe;
+use crate::filters::Skip;
 use crate::handle::{Shared, WhosOnline};
 use crate::identity::{IdentifyUser, NoUsers};
 use crate::layer::Reporting;
+use crate::lease::TickLease;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::privacy::{Pseudonymizer, VisitorIds};
 use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
 use crate::reporter::Reporter;
 use crate::ticker::TickerState;
@@ -31,12 +36,15 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_QUEUE_CAPACITY: usize = 16 * 1024;
 /// Default cap on distinct members waiting for one write.
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
+/// Default resolution of last-seen times: 30 seconds.
+pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(30);
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "whos_online";
 
 enum PresenceChoice {
     Memory,
     Redis(deadpool_redis::Pool),
+    RedisCluster(deadpool_redis::cluster::Pool),
     Custom(Arc<dyn PresenceStore>),
 }
 
@@ -67,15 +75,23 @@ pub struct Builder {
     record: RecordChoice,
     identify: Arc<dyn IdentifyUser>,
     ip_source: ClientIpSource,
+    bots: BotFilter,
+    skip: Skip,
+    visitor_ids: VisitorIds,
     clock: Arc<dyn Clock>,
     prefix: String,
     window: Duration,
     tick_interval: Duration,
     background_ticker: bool,
+    serve_openapi: bool,
     cache_ttl: Duration,
     flush_interval: Duration,
     queue_capacity: usize,
     max_pending: usize,
+    resolution: Duration,
+    max_members: Option<usize>,
+    server_time: Option<bool>,
+    tick_lease: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -95,15 +111,23 @@ impl Default for Builder {
             record: RecordChoice::Memory,
             identify: Arc::new(NoUsers),
             ip_source: ClientIpSource::ConnectInfo,
+            bots: BotFilter::default(),
+            skip: Skip::default(),
+            visitor_ids: VisitorIds::default(),
             clock: Arc::new(SystemClock),
             prefix: DEFAULT_PREFIX.to_owned(),
             window: DEFAULT_WINDOW,
             tick_interval: DEFAULT_TICK_INTERVAL,
             background_ticker: true,
+            serve_openapi: true,
             cache_ttl: DEFAULT_CACHE_TTL,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_pending: DEFAULT_MAX_PENDING,
+            resolution: DEFAULT_RESOLUTION,
+            max_members: None,
+            server_time: None,
+            tick_lease: true,
         }
     }
 }
@@ -113,6 +137,15 @@ impl Builder {
     /// for one with the timeouts this crate expects). Default: in memory.
     pub fn redis(mut self, pool: deadpool_redis::Pool) -> Self {
         self.presence = PresenceChoice::Redis(pool);
+        self
+    }
+
+    /// Keeps presence in a Redis Cluster through this pool (see
+    /// [`redis_cluster_pool`](crate::redis_cluster_pool)). Every key carries the
+    /// hash tag `{prefix}`, so one installation lives in one slot and each write
+    /// or tick is still one pipelined round trip.
+    pub fn redis_cluster(mut self, pool: deadpool_redis::cluster::Pool) -> Self {
+        self.presence = PresenceChoice::RedisCluster(pool);
         self
     }
 
@@ -149,6 +182,60 @@ impl Builder {
         self
     }
 
+    /// Keys visitor pseudonyms with this secret instead of a random key per day
+    /// kept in Redis: the day key is derived from it, so it is the same on every
+    /// instance and across restarts. Keep it secret; rotate it like any other.
+    /// See the [privacy notes](crate#privacy).
+    pub fn visitor_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.visitor_ids = VisitorIds::Hashed {
+            secret: Some(secret.into().into()),
+        };
+        self
+    }
+
+    /// Stores visitors' raw IP addresses instead of keyed hashes (default
+    /// false). Opt in only if you have a lawful need and say so in your privacy
+    /// notice: the addresses sit in Redis for the window.
+    pub fn raw_visitor_addresses(mut self, raw: bool) -> Self {
+        self.visitor_ids = if raw {
+            VisitorIds::Raw
+        } else {
+            VisitorIds::default()
+        };
+        self
+    }
+
+    /// How bots are recognised (default: [`BotFilter::default`], the built-in
+    /// `User-Agent` patterns). [`BotFilter::none`] counts them as visitors.
+    pub fn bots(mut self, filter: BotFilter) -> Self {
+        self.bots = filter;
+        self
+    }
+
+    /// Does not report requests whose path starts with `prefix` (whole segments:
+    /// `/static` skips `/static/app.css`, not `/statistics`). May be repeated.
+    pub fn skip_path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.skip.add_prefix(prefix.into());
+        self
+    }
+
+    /// Does not report requests for which `predicate` holds. May be repeated.
+    ///
+    /// ```
+    /// use whos_online::WhosOnline;
+    /// // Leave out health checks and the polling of the fragment itself.
+    /// let builder = WhosOnline::builder()
+    ///     .skip_path_prefix("/healthz")
+    ///     .skip_if(|req| req.uri.path() == "/online" && req.method == http::Method::GET);
+    /// ```
+    pub fn skip_if<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.skip.add_predicate(Arc::new(predicate));
+        self
+    }
+
     /// The source of "now" (default: the system clock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
@@ -181,6 +268,13 @@ impl Builder {
         self
     }
 
+    /// Whether the router fragment serves `GET /openapi.json` (default true; needs
+    /// the `openapi` feature, on by default).
+    pub fn serve_openapi(mut self, serve: bool) -> Self {
+        self.serve_openapi = serve;
+        self
+    }
+
     /// Time to live of the record cache in Redis (default 4 h).
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
@@ -207,13 +301,61 @@ impl Builder {
         self
     }
 
+    /// Caps each set (users, hidden users, visitors, bots) at `max` members; after
+    /// each write the least recently seen beyond it are dropped. Bounds the
+    /// presence store under a flood of distinct visitors; counts (and so the
+    /// record) never exceed `max`. Default: no cap. Applies to the Redis and
+    /// in-memory stores alike, not to a store of your own.
+    pub fn max_members(mut self, max: usize) -> Self {
+        self.max_members = Some(max);
+        self
+    }
+
+    /// Whether scores and the prune cutoff come from the Redis server's clock
+    /// (default: on whenever presence is in Redis). The offset between the
+    /// configured [`clock`](Self::clock) and Redis `TIME` is refreshed from a
+    /// `TIME` appended to each pipeline, so instances whose clocks disagree still
+    /// age members alike. Turn it off to drive a [`ManualClock`](crate::ManualClock)
+    /// against Redis in tests. Without Redis it has no effect.
+    pub fn server_time(mut self, on: bool) -> Self {
+        self.server_time = Some(on);
+        self
+    }
+
+    /// Whether instances sharing a Redis take turns through a lease so that one
+    /// of them runs the background tick per interval (default true). The lease is
+    /// `{prefix}:tick-lease` and lasts two tick intervals past each renewal.
+    /// Correctness never depends on it; turned off, every instance ticks. Without
+    /// Redis there is no lease. [`WhosOnline::tick_now`] always ticks.
+    pub fn tick_lease(mut self, on: bool) -> Self {
+        self.tick_lease = on;
+        self
+    }
+
+    /// How fresh a member's stored last-seen time is kept (default 30 s): a member
+    /// already handed on for writing within the last `resolution` is not handed
+    /// on again, so a busy member costs one write per `resolution`, not one per
+    /// request. The check runs in the layer against a fixed-size table (512 KiB),
+    /// so memory stays bounded under a flood of distinct visitors.
+    ///
+    /// A member therefore leaves the count up to `resolution` early. Whole
+    /// seconds count; it is capped at a tenth of the [`window`](Self::window);
+    /// zero writes every report (still coalesced per flush).
+    pub fn resolution(mut self, resolution: Duration) -> Self {
+        self.resolution = resolution;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.to_owned()));
-        if self.window.as_secs() == 0 {
-            return bad("window must be at least one second");
+        if self.window.as_secs() == 0 || self.window > Duration::from_secs(366 * 24 * 3600) {
+            return bad("window must be from one second to 366 days");
         }
         if self.tick_interval.is_zero() || self.flush_interval.is_zero() {
             return bad("tick and flush intervals must be above zero");
+        }
+        if self.max_members == Some(0) {
+            return bad("max members must be above zero");
         }
         if self.queue_capacity == 0 || self.max_pending == 0 {
             return bad("queue capacity and max pending must be above zero");
@@ -239,10 +381,41 @@ impl Builder {
         self.validate()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("build() must be called inside a Tokio runtime".into()))?;
+        let instance_id = crate::lease::new_instance_id();
+        // De-duplication reads the configured clock: it only needs differences.
+        let dedupe = Arc::new(Dedupe::new(
+            self.resolution.min(self.window / 10),
+            Arc::clone(&self.clock),
+        ));
+        let mut clock = self.clock;
+        let mut lease = None;
+        let mut wire_redis = |store: RedisPresence| -> Arc<dyn PresenceStore> {
+            let mut store = store.with_set_ttl(self.window.saturating_mul(2));
+            if let Some(max) = self.max_members {
+                store = store.with_max_members(max);
+            }
+            if self.server_time.unwrap_or(true) {
+                let server = Arc::new(ServerClock::new(Arc::clone(&clock)));
+                store = store.with_server_clock(Arc::clone(&server));
+                clock = server;
+            }
+            if self.tick_lease {
+                lease = Some(TickLease::new(
+                    store.clone(),
+                    instance_id.clone(),
+                    self.tick_interval.saturating_mul(2),
+                ));
+            }
+            Arc::new(store)
+        };
         let presence: Arc<dyn PresenceStore> = match self.presence {
-            PresenceChoice::Memory => Arc::new(MemoryPresence::new()),
-            PresenceChoice::Redis(pool) => {
-                Arc::new(RedisPresence::new(pool, &self.prefix).with_set_ttl(self.window * 2))
+            PresenceChoice::Memory => Arc::new(match self.max_members {
+                Some(max) => MemoryPresence::new().with_max_members(max),
+                None => MemoryPresence::new(),
+            }),
+            PresenceChoice::Redis(pool) => wire_redis(RedisPresence::new(pool, &self.prefix)),
+            PresenceChoice::RedisCluster(pool) => {
+                wire_redis(RedisPresence::cluster(pool, &self.prefix))
             }
             PresenceChoice::Custom(store) => store,
         };
@@ -257,7 +430,7 @@ impl Builder {
         let shared = Arc::new(Shared {
             presence: Arc::clone(&presence),
             record,
-            clock: Arc::clone(&self.clock),
+            clock: Arc::clone(&clock),
             window: self.window,
             cache_ttl: self.cache_ttl,
             counters: Arc::clone(&counters),
@@ -265,22 +438,28 @@ impl Builder {
                 tx,
                 identify: self.identify,
                 ip_source: self.ip_source,
+                bots: self.bots,
+                skip: self.skip,
                 counters: Arc::clone(&counters),
                 drop_log: LogLimiter::default(),
+                dedupe: Arc::clone(&dedupe),
             }),
-            ticker: TickerState::default(),
+            ticker: TickerState::new(instance_id, lease),
+            serve_openapi: self.serve_openapi,
             cancel: cancel.clone(),
             tasks: Mutex::new(Vec::new()),
         });
         let reporter = Reporter {
             presence,
-            clock: self.clock,
+            clock,
             counters,
             users: HashMap::new(),
             visitors: HashSet::new(),
             bots: HashSet::new(),
             max_pending: self.max_pending,
             error_log: LogLimiter::default(),
+            pseudonyms: Pseudonymizer::new(self.visitor_ids),
+            dedupe,
         };
         let mut tasks = vec![runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))];
         if self.background_ticker {

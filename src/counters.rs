@@ -26,6 +26,13 @@ macro_rules! counters {
                 CounterSnapshot { $($name: self.$name.load(Relaxed),)* }
             }
         }
+
+        impl CounterSnapshot {
+            /// Every counter with its name, e.g. `("reports_dropped", 3)`.
+            pub fn fields(&self) -> [(&'static str, u64); [$(stringify!($name)),*].len()] {
+                [$((stringify!($name), self.$name),)*]
+            }
+        }
     };
 }
 

@@ -26,6 +26,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     pub(crate) reporting: Arc<Reporting>,
     pub(crate) ticker: TickerState,
+    pub(crate) serve_openapi: bool,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -91,6 +92,44 @@ impl WhosOnline {
     pub async fn online(&self, limit: usize) -> Result<Online> {
         let cutoff = self.shared.clock.unix_secs() - self.shared.window_secs();
         self.shared.presence.online(cutoff, limit).await
+    }
+
+    /// Names of the users online now (at most `limit`, the most recently seen,
+    /// sorted by name; hidden users never appear).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
+    /// # let whos = whos_online::WhosOnline::builder().build()?;
+    /// for name in whos.users_online(50).await? {
+    ///     println!("{name}");
+    /// }
+    /// # whos.shutdown().await; Ok(()) }
+    /// ```
+    pub async fn users_online(&self, limit: usize) -> Result<Vec<String>> {
+        Ok(self.online(limit).await?.users)
+    }
+
+    /// How many users are online now, hidden ones included.
+    pub async fn user_count(&self) -> Result<u64> {
+        Ok(self.online(0).await?.user_count)
+    }
+
+    /// How many anonymous visitors are online now.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
+    /// # let whos = whos_online::WhosOnline::builder().build()?;
+    /// let guests = whos.visitor_count().await?;
+    /// println!("{guests} guests");
+    /// # whos.shutdown().await; Ok(()) }
+    /// ```
+    pub async fn visitor_count(&self) -> Result<u64> {
+        Ok(self.online(0).await?.visitor_count)
+    }
+
+    /// How many bots are online now.
+    pub async fn bot_count(&self) -> Result<u64> {
+        Ok(self.online(0).await?.bot_count)
     }
 
     /// The all-time record: from the Redis cache, else from the record store (the

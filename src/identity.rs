@@ -144,8 +144,8 @@ where
 /// The client address of a request under `source`, falling back to the TCP peer
 /// address when the named header is absent or malformed. IPv4-mapped IPv6
 /// addresses are folded to IPv4 so one client has one identity.
-pub(crate) fn client_ip<B>(source: &ClientIpSource, req: &http::Request<B>) -> Option<IpAddr> {
-    let headers = req.headers();
+pub(crate) fn client_ip(source: &ClientIpSource, req: &Parts) -> Option<IpAddr> {
+    let headers = &req.headers;
     let from_header = match source {
         ClientIpSource::ConnectInfo => None,
         ClientIpSource::RightmostXForwardedFor => {
@@ -164,7 +164,7 @@ pub(crate) fn client_ip<B>(source: &ClientIpSource, req: &http::Request<B>) -> O
     };
     from_header
         .or_else(|| {
-            req.extensions()
+            req.extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ci| ci.0.ip())
         })

@@ -11,7 +11,9 @@ use http::Request;
 use tokio::sync::mpsc;
 use tower::{Layer, Service};
 
+use crate::bots::BotFilter;
 use crate::counters::{Counters, LogLimiter, incr};
+use crate::filters::Skip;
 use crate::identity::{IdentifyUser, User, UserFuture, client_ip};
 use crate::reporter::{Msg, Who};
 
@@ -20,15 +22,28 @@ pub(crate) struct Reporting {
     pub(crate) tx: mpsc::Sender<Msg>,
     pub(crate) identify: Arc<dyn IdentifyUser>,
     pub(crate) ip_source: ClientIpSource,
+    pub(crate) bots: BotFilter,
+    pub(crate) skip: Skip,
     pub(crate) counters: Arc<Counters>,
     pub(crate) drop_log: LogLimiter,
+    /// Members handed on lately; shared with the reporter.
+    pub(crate) dedupe: Arc<crate::dedupe::Dedupe>,
 }
 
 impl Reporting {
-    /// Hands a report to the queue; never waits. A full queue drops and counts.
+    /// Hands a report to the queue unless the same member went less than the
+    /// resolution ago; never waits. A full queue drops and counts.
     fn report(&self, who: Who) {
+        use crate::dedupe::Verdict;
+        let ticket = match self.dedupe.check(&who) {
+            Verdict::Recent => return,
+            Verdict::Due(ticket) => ticket,
+        };
         match self.tx.try_send(Msg::Seen(who)) {
-            Ok(()) => incr(&self.counters.reports_queued),
+            Ok(()) => {
+                self.dedupe.mark(ticket);
+                incr(&self.counters.reports_queued);
+            }
             Err(e) => {
                 incr(&self.counters.reports_dropped);
                 if self.drop_log.allow(10) {
@@ -49,17 +64,26 @@ impl Reporting {
         }
     }
 
-    fn settle(&self, user: Option<User>, ip: Option<IpAddr>) {
-        match (user, ip) {
+    /// A request is a user, or else a bot, or else a visitor: never two of them.
+    fn settle(&self, user: Option<User>, anon: Anonymous) {
+        match (user, anon.ip) {
             (Some(u), _) if u.is_valid() => {
                 let (name, hidden) = u.into_parts();
                 self.report(Who::User { name, hidden });
             }
             (Some(_), _) => incr(&self.counters.reports_invalid),
+            (None, Some(ip)) if anon.bot => self.report(Who::Bot(ip)),
             (None, Some(ip)) => self.report(Who::Visitor(ip)),
             (None, None) => incr(&self.counters.reports_unidentified),
         }
     }
+}
+
+/// What a request is if no user claims it, worked out before it moves on.
+#[derive(Debug, Clone, Copy)]
+struct Anonymous {
+    ip: Option<IpAddr>,
+    bot: bool,
 }
 
 /// Reports each request to who's online as a user or a visitor.
@@ -141,23 +165,29 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let ip = client_ip(&self.reporting.ip_source, &req);
         let (parts, body) = req.into_parts();
-        let user = self.reporting.identify.identify(&parts);
-        let future = self.inner.call(Request::from_parts(parts, body));
+        let r = &self.reporting;
+        let pending = if !r.skip.is_empty() && r.skip.skips(&parts) {
+            None
+        } else {
+            Some(Pending {
+                anon: Anonymous {
+                    ip: client_ip(&r.ip_source, &parts),
+                    bot: r.bots.matches(&parts.headers),
+                },
+                user: r.identify.identify(&parts),
+                reporting: Arc::clone(r),
+            })
+        };
         ResponseFuture {
-            inner: future,
-            pending: Some(Pending {
-                ip,
-                user,
-                reporting: Arc::clone(&self.reporting),
-            }),
+            inner: self.inner.call(Request::from_parts(parts, body)),
+            pending,
         }
     }
 }
 
 struct Pending {
-    ip: Option<IpAddr>,
+    anon: Anonymous,
     user: Option<UserFuture>,
     reporting: Arc<Reporting>,
 }
@@ -167,19 +197,19 @@ impl Pending {
     /// is finished on a spawned task, so the response never waits for it.
     fn finish(self) {
         let Pending {
-            ip,
+            anon,
             user,
             reporting,
         } = self;
         let Some(mut user) = user else {
-            reporting.settle(None, ip);
+            reporting.settle(None, anon);
             return;
         };
         match user.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(user) => reporting.settle(user, ip),
+            Poll::Ready(user) => reporting.settle(user, anon),
             Poll::Pending => match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    rt.spawn(async move { reporting.settle(user.await, ip) });
+                    rt.spawn(async move { reporting.settle(user.await, anon) });
                 }
                 Err(_) => incr(&reporting.counters.reports_dropped),
             },

@@ -54,14 +54,22 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs, clippy::all)]
 
+#[cfg(feature = "axum-login")]
+mod axum_login;
+mod bots;
 mod clock;
 mod config;
 mod counters;
+mod dedupe;
 mod error;
+mod filters;
 mod handle;
 mod identity;
 mod layer;
+mod lease;
+mod metrics;
 pub mod presence;
+mod privacy;
 pub mod record;
 mod reporter;
 mod routes;
@@ -70,12 +78,17 @@ mod session;
 mod ticker;
 
 pub use axum_client_ip::ClientIpSource;
+#[cfg(feature = "axum-login")]
+pub use axum_login::AuthSessionUser;
+pub use bots::{BotFilter, DEFAULT_BOT_PATTERNS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_PENDING, DEFAULT_PREFIX,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION, DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW,
 };
 pub use counters::CounterSnapshot;
+#[doc(hidden)]
+pub use dedupe::BenchDedupe;
 pub use error::{Error, Result};
 pub use handle::WhosOnline;
 pub use identity::{
@@ -83,10 +96,13 @@ pub use identity::{
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{
-    Batch, Counts, MemoryPresence, Online, PresenceStore, RedisPresence, redis_pool,
+    Batch, Counts, MemoryPresence, Online, PresenceStore, RedisPresence, redis_cluster_pool,
+    redis_pool,
 };
 pub use record::{MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordStore, migrate};
-pub use routes::{DEFAULT_LIMIT, MAX_LIMIT, OnlineResponse};
+#[cfg(feature = "openapi")]
+pub use routes::openapi;
+pub use routes::{DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
 pub use ticker::TickReport;

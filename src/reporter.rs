@@ -9,10 +9,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::counters::{Counters, LogLimiter, add, incr};
+use crate::dedupe::Dedupe;
 use crate::presence::{Batch, PresenceStore};
+use crate::privacy::Pseudonymizer;
 
 /// Who a request came from, as queued by the layer.
 #[derive(Debug)]
@@ -41,6 +44,12 @@ pub(crate) struct Reporter {
     pub(crate) bots: HashSet<IpAddr>,
     pub(crate) max_pending: usize,
     pub(crate) error_log: LogLimiter,
+    /// Turns visitor and bot addresses into stored members (keyed hashes by
+    /// default); the only place an address becomes a member.
+    pub(crate) pseudonyms: Pseudonymizer,
+    /// The layer's record of members handed on lately; a member dropped here is
+    /// forgotten there, so its next request is reported again.
+    pub(crate) dedupe: Arc<Dedupe>,
 }
 
 impl Reporter {
@@ -50,7 +59,11 @@ impl Reporter {
         flush_every: Duration,
         cancel: CancellationToken,
     ) {
-        let mut interval = tokio::time::interval(flush_every);
+        // The first write is one interval after start, not at once: there is
+        // nothing to write yet, and a report taken in before this task first ran
+        // would otherwise be stamped with the time of start.
+        let mut interval =
+            tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
         interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -87,6 +100,7 @@ impl Reporter {
                 };
                 if is_new && self.pending() >= self.max_pending {
                     incr(&self.counters.pending_dropped);
+                    self.dedupe.forget(&who);
                     return;
                 }
                 match who {
@@ -108,17 +122,39 @@ impl Reporter {
         }
     }
 
-    /// The member a visitor or bot address is stored as.
-    fn member_of(&self, ip: IpAddr) -> String {
-        ip.to_string()
-    }
-
     /// Writes the pending members, all stamped with the current time, in one
     /// round trip. On failure they stay pending and go with the next flush.
     async fn flush(&mut self) {
         if self.pending() == 0 {
             return;
         }
+        let started = std::time::Instant::now();
+        let span = tracing::debug_span!(
+            "whos_online.flush",
+            members = self.pending(),
+            ok = tracing::field::Empty,
+            millis = tracing::field::Empty,
+        );
+        let ok = self.write_pending().instrument(span.clone()).await;
+        span.record("ok", ok);
+        span.record("millis", started.elapsed().as_millis() as u64);
+        crate::metrics::flush(started.elapsed(), &self.counters.snapshot());
+    }
+
+    async fn write_pending(&mut self) -> bool {
+        let now = self.clock.now();
+        // Visitors are stored under the day's pseudonym (or raw, if configured).
+        let members = match self
+            .pseudonyms
+            .members_for(now.date_naive(), &*self.presence)
+            .await
+        {
+            Ok(m) => m,
+            Err(e) => {
+                self.failed(&e);
+                return false;
+            }
+        };
         let mut batch = Batch::default();
         for (name, &hidden) in &self.users {
             if hidden {
@@ -127,23 +163,28 @@ impl Reporter {
                 batch.users.push(name.clone());
             }
         }
-        batch.visitors = self.visitors.iter().map(|ip| self.member_of(*ip)).collect();
-        batch.bots = self.bots.iter().map(|ip| self.member_of(*ip)).collect();
-        let at = self.clock.unix_secs();
-        match self.presence.mark_seen(at, &batch).await {
+        batch.visitors = self.visitors.iter().map(|&ip| members.member(ip)).collect();
+        batch.bots = self.bots.iter().map(|&ip| members.member(ip)).collect();
+        match self.presence.mark_seen(now.timestamp(), &batch).await {
             Ok(()) => {
                 incr(&self.counters.flushes);
                 add(&self.counters.members_written, batch.len() as u64);
                 self.users.clear();
                 self.visitors.clear();
                 self.bots.clear();
+                true
             }
             Err(e) => {
-                incr(&self.counters.flush_errors);
-                if self.error_log.allow(10) {
-                    tracing::warn!(error = %e, pending = self.pending(), "whos-online: presence write failed; will retry");
-                }
+                self.failed(&e);
+                false
             }
+        }
+    }
+
+    fn failed(&self, e: &crate::Error) {
+        incr(&self.counters.flush_errors);
+        if self.error_log.allow(10) {
+            tracing::warn!(error = %e, pending = self.pending(), "whos-online: presence write failed; will retry");
         }
     }
 }

@@ -17,6 +17,7 @@ pub const MAX_LIMIT: u32 = 10_000;
 
 /// The body of `GET /online`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OnlineResponse {
     /// Names of users seen within the window, sorted by name.
     pub users: Vec<String>,
@@ -36,14 +37,21 @@ struct OnlineQuery {
     limit: Option<String>,
 }
 
+/// The body of every error answer of the fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+}
+
 /// A JSON error: `{"error": "..."}` with a status.
 #[derive(Debug)]
 struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.1 });
-        no_store((self.0, Json(body)).into_response())
+        no_store((self.0, Json(ErrorBody { error: self.1 })).into_response())
     }
 }
 
@@ -67,6 +75,18 @@ fn parse_limit(query: Result<Query<OnlineQuery>, QueryRejection>) -> Result<usiz
     }
 }
 
+/// Who is online now.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    get,
+    path = "/online",
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
+            description = "At most this many names, the most recently seen (default 1000)")),
+    responses(
+        (status = 200, description = "Users (sorted by name) and counts within the window", body = OnlineResponse),
+        (status = 400, description = "Bad query string", body = ErrorBody),
+        (status = 503, description = "The presence store is unavailable", body = ErrorBody),
+    ),
+))]
 async fn online(
     State(whos): State<WhosOnline>,
     query: Result<Query<OnlineQuery>, QueryRejection>,
@@ -91,6 +111,15 @@ async fn online(
     ))
 }
 
+/// The all-time record.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    get,
+    path = "/stats",
+    responses(
+        (status = 200, description = "Most users and visitors ever online at once, and when", body = crate::Record),
+        (status = 503, description = "Neither the cache nor the record store answered", body = ErrorBody),
+    ),
+))]
 async fn stats(State(whos): State<WhosOnline>) -> Result<Response, ApiError> {
     let record = whos.record().await.map_err(|e| {
         tracing::warn!(error = %e, "whos-online: /stats could not read the record");
@@ -125,9 +154,41 @@ impl WhosOnline {
     where
         S: Clone + Send + Sync + 'static,
     {
-        axum::Router::new()
+        let router = axum::Router::new()
             .route("/online", route(get(online)))
-            .route("/stats", route(get(stats)))
-            .with_state(self.clone())
+            .route("/stats", route(get(stats)));
+        #[cfg(feature = "openapi")]
+        let router = if self.shared.serve_openapi {
+            router.route("/openapi.json", route(get(openapi_json)))
+        } else {
+            router
+        };
+        router.with_state(self.clone())
     }
+}
+
+#[cfg(feature = "openapi")]
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "whos-online",
+        description = "Who is online, and the all-time record."
+    ),
+    paths(online, stats),
+    components(schemas(OnlineResponse, crate::Record, ErrorBody))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the router fragment (paths relative to where it is
+/// mounted), for merging into an application's own document.
+#[cfg(feature = "openapi")]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+#[cfg(feature = "openapi")]
+async fn openapi_json() -> Response {
+    static DOC: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| serde_json::to_value(openapi()).unwrap_or_default());
+    no_store(Json(&*DOC).into_response())
 }

@@ -25,12 +25,23 @@ use crate::identity::{IdentifyUser, User, UserFuture};
 #[derive(Debug, Clone)]
 pub struct SessionUser {
     key: Arc<str>,
+    hidden_key: Option<Arc<str>>,
 }
 
 impl SessionUser {
     /// Reads the user name stored under `key`.
     pub fn new(key: impl Into<Arc<str>>) -> Self {
-        Self { key: key.into() }
+        Self {
+            key: key.into(),
+            hidden_key: None,
+        }
+    }
+
+    /// Also reads a boolean under `key`: when it is `true`, the user is
+    /// [hidden](User::hidden) (counted, never listed).
+    pub fn with_hidden_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.hidden_key = Some(key.into());
+        self
     }
 }
 
@@ -38,14 +49,25 @@ impl IdentifyUser for SessionUser {
     fn identify(&self, req: &Parts) -> Option<UserFuture> {
         let session = req.extensions.get::<Session>()?.clone();
         let key = Arc::clone(&self.key);
+        let hidden_key = self.hidden_key.clone();
         Some(Box::pin(async move {
-            match session.get::<String>(&key).await {
-                Ok(name) => name.map(User::new),
+            let name = match session.get::<String>(&key).await {
+                Ok(name) => name?,
                 Err(e) => {
                     tracing::debug!(error = %e, "whos-online: session value unreadable; counting a visitor");
-                    None
+                    return None;
                 }
-            }
+            };
+            let hidden = match hidden_key {
+                Some(k) => session
+                    .get::<bool>(&k)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false),
+                None => false,
+            };
+            Some(User::new(name).with_hidden(hidden))
         }))
     }
 }

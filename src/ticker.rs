@@ -1,15 +1,23 @@
 //! The ticker: ages the sets out, counts them, and raises the record.
+//!
+//! With Redis, one instance at a time runs the background tick: the holder of the
+//! tick lease (see `lease.rs`). The others skip the prune and count, but still
+//! retry a raise of their own that the record store refused earlier, so a peak
+//! one of them saw is never lost when the lease moves.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::counters::{LogLimiter, incr};
 use crate::handle::Shared;
+use crate::lease::TickLease;
 use crate::presence::Counts;
-use crate::{Record, Result};
+use crate::{Record, Result, WhosOnline};
 
 /// What one tick saw and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +43,22 @@ pub(crate) struct TickerState {
     /// A raise the record store has not taken yet; retried every tick.
     pending: Mutex<Option<Record>>,
     log: LogLimiter,
+    /// This instance's id; the value it writes into the tick lease.
+    instance_id: String,
+    /// The tick lease, when the presence store is Redis; `None` ticks always.
+    lease: Option<TickLease>,
+    /// Whether this instance held the lease at its last background tick.
+    holds_lease: AtomicBool,
+}
+
+impl TickerState {
+    pub(crate) fn new(instance_id: String, lease: Option<TickLease>) -> Self {
+        Self {
+            instance_id,
+            lease,
+            ..Self::default()
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -46,10 +70,31 @@ impl Shared {
     /// count beats it. A raise the record store refuses is kept and retried, so a
     /// peak seen while Postgres was down is written once it is back.
     pub(crate) async fn tick(&self) -> Result<TickReport> {
+        let span = tracing::debug_span!(
+            "whos_online.tick",
+            users = tracing::field::Empty,
+            visitors = tracing::field::Empty,
+            bots = tracing::field::Empty,
+            raised = tracing::field::Empty,
+            millis = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self.tick_inner().instrument(span.clone()).await;
+        if let Ok(r) = &result {
+            span.record("users", r.counts.users);
+            span.record("visitors", r.counts.visitors);
+            span.record("bots", r.counts.bots);
+            span.record("raised", r.raised);
+        }
+        span.record("millis", started.elapsed().as_millis() as u64);
+        result
+    }
+
+    async fn tick_inner(&self) -> Result<TickReport> {
         let state = &self.ticker;
         let _gate = state.gate.lock().await;
-        let now = self.clock.now();
-        let cutoff = now.timestamp() - self.window_secs();
+        let started = std::time::Instant::now();
+        let cutoff = self.clock.unix_secs() - self.window_secs();
         let counts = match self.presence.prune_and_count(cutoff).await {
             Ok(c) => c,
             Err(e) => {
@@ -57,10 +102,15 @@ impl Shared {
                 if state.log.allow(30) {
                     tracing::warn!(error = %e, "whos-online: tick could not reach the presence store");
                 }
+                // Postgres may be up while Redis is not: a raise kept from an
+                // earlier tick is still written.
+                self.raise_pending().await;
                 return Err(e);
             }
         };
         incr(&self.counters.ticks);
+        // Read after the round trip: with server time, the first one set the clock.
+        let now = self.clock.now();
 
         let mut candidate = Record::seen(counts.users, counts.visitors, now);
         if let Some(pending) = lock(&state.pending).take() {
@@ -99,12 +149,92 @@ impl Shared {
             }
         }
         lock(&state.known).raise(&known);
-        Ok(TickReport {
+        let report = TickReport {
             counts,
             record: known,
             raised,
             raise_pending: lock(&state.pending).is_some(),
-        })
+        };
+        crate::metrics::tick(&report, started.elapsed(), &self.counters.snapshot());
+        Ok(report)
+    }
+
+    /// Writes a raise the record store refused earlier, if any; the caller holds
+    /// the gate. Whether it was written.
+    async fn raise_pending(&self) -> bool {
+        let state = &self.ticker;
+        let Some(pending) = lock(&state.pending).take() else {
+            return false;
+        };
+        match self.record.raise(&pending).await {
+            Ok(stored) => {
+                incr(&self.counters.record_raises);
+                lock(&state.known).raise(&stored);
+                self.refill_cache(&stored).await;
+                tracing::info!(
+                    max_users = stored.max_users,
+                    max_visitors = stored.max_visitors,
+                    "whos-online: kept record raise written"
+                );
+                true
+            }
+            Err(e) => {
+                incr(&self.counters.record_errors);
+                if state.log.allow(30) {
+                    tracing::warn!(error = %e, "whos-online: record store failed; raise kept for the next tick");
+                }
+                let mut slot = lock(&state.pending);
+                match slot.as_mut() {
+                    Some(newer) => {
+                        let mut merged = pending;
+                        merged.raise(newer);
+                        *newer = merged;
+                    }
+                    None => *slot = Some(pending),
+                }
+                false
+            }
+        }
+    }
+
+    /// A background tick: the full tick when this instance holds the tick lease
+    /// (or there is none, or Redis cannot say), else only the retry of a kept raise.
+    async fn background_tick(&self) {
+        let state = &self.ticker;
+        let ticks = match &state.lease {
+            None => true,
+            Some(lease) => match lease.acquire().await {
+                Ok(held) => {
+                    state.holds_lease.store(held, Ordering::Relaxed);
+                    held
+                }
+                Err(e) => {
+                    // Fail open: ticking twice is harmless, and the tick itself
+                    // reports the failing store.
+                    tracing::debug!(error = %e, "whos-online: tick lease unreadable; ticking");
+                    state.holds_lease.store(false, Ordering::Relaxed);
+                    true
+                }
+            },
+        };
+        if ticks {
+            // Failures are logged and counted inside; the next tick retries.
+            let _ = self.tick().await;
+        } else if lock(&state.pending).is_some() {
+            let _gate = state.gate.lock().await;
+            self.raise_pending().await;
+        }
+    }
+
+    /// Lets the lease go at shutdown, so another instance takes over at once.
+    async fn release_lease(&self) {
+        let state = &self.ticker;
+        if let Some(lease) = &state.lease
+            && state.holds_lease.swap(false, Ordering::Relaxed)
+            && let Err(e) = lease.release().await
+        {
+            tracing::debug!(error = %e, "whos-online: tick lease not released; it will expire");
+        }
     }
 
     /// The record from the cache, else from the record store (refilling the
@@ -155,12 +285,29 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             biased;
-            () = cancel.cancelled() => return,
+            () = cancel.cancelled() => break,
             _ = interval.tick() => {
                 let Some(shared) = shared.upgrade() else { return };
-                // Failures are logged and counted inside; the next tick retries.
-                let _ = shared.tick().await;
+                shared.background_tick().await;
             }
         }
+    }
+    if let Some(shared) = shared.upgrade() {
+        shared.release_lease().await;
+    }
+}
+
+impl WhosOnline {
+    /// This instance's id: the value it writes into the tick lease
+    /// (`{prefix}:tick-lease`) when it is the one that ticks.
+    pub fn instance_id(&self) -> &str {
+        &self.shared.ticker.instance_id
+    }
+
+    /// Whether this instance held the tick lease at its last background tick, so
+    /// that it is the one pruning and raising the record. Always false without a
+    /// lease (in-memory presence, or the lease turned off): every instance ticks.
+    pub fn holds_tick_lease(&self) -> bool {
+        self.shared.ticker.holds_lease.load(Ordering::Relaxed)
     }
 }

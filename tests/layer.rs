@@ -178,8 +178,10 @@ on_both_stacks!(
 /// With a named header, the stored member is the address from that header.
 #[tokio::test]
 async fn the_stored_visitor_is_the_rightmost_forwarded_address() {
+    // Raw addresses, to see which one was taken (the default stores a hash).
     let site = Site::with(Stack::Real, |b| {
         b.client_ip_source(ClientIpSource::RightmostXForwardedFor)
+            .raw_visitor_addresses(true)
     })
     .await;
     let mut req = request_from("10.0.0.1", "/");
@@ -269,15 +271,21 @@ async fn a_full_queue_drops_and_counts() {
             .unwrap();
         assert_eq!(res.status(), 200);
     }
+    // The queue holds 4. The reporter may be blocked in the flush we asked for
+    // (the queue is then empty) or in its own first interval flush (our flush
+    // request then still takes one place): 96 or 97 dropped, never more queued.
     let c = site.whos.counters();
-    assert_eq!(c.reports_dropped, 96);
-    assert_eq!(c.reports_queued, 1 + 4);
+    assert_eq!(c.reports_dropped + c.reports_queued, 101);
+    assert!((96..=97).contains(&c.reports_dropped), "{c:?}");
 
     store.open.store(true, std::sync::atomic::Ordering::SeqCst);
     store.release.notify_one();
     flushing.await.unwrap().unwrap();
     site.whos.flush().await.unwrap();
-    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 5);
+    assert_eq!(
+        site.whos.online(1).await.unwrap().visitor_count,
+        c.reports_queued
+    );
 }
 
 /// Redis down: every request through the layer succeeds, and reports kept

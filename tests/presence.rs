@@ -147,6 +147,15 @@ async fn bots_are_counted_apart(stack: Stack) {
     assert_eq!((counts.visitors, counts.bots), (0, 0));
 }
 
+async fn daily_secret_first_writer_wins(stack: Stack) {
+    let p = store(stack);
+    let a = p.daily_secret("2026-11-26", &[1; 32]).await.unwrap();
+    let b = p.daily_secret("2026-11-26", &[2; 32]).await.unwrap();
+    assert_eq!(a, b, "every instance gets the same day secret");
+    let c = p.daily_secret("2026-11-27", &[3; 32]).await.unwrap();
+    assert_ne!(a, c, "a new day has a new secret");
+}
+
 async fn empty_store_counts_zero(stack: Stack) {
     let p = store(stack);
     let online = p.online(T, 10).await.unwrap();
@@ -217,6 +226,7 @@ on_both_stacks!(
     duplicates_count_once_and_kinds_stay_apart,
     hidden_users_count_but_are_not_listed,
     bots_are_counted_apart,
+    daily_secret_first_writer_wins,
     empty_store_counts_zero,
     record_cache_only_rises,
     record_cache_keeps_empty_dates,

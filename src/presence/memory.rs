@@ -12,6 +12,7 @@ use crate::{Record, Result};
 #[derive(Debug, Default)]
 pub struct MemoryPresence {
     inner: Mutex<Inner>,
+    max_members: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -21,12 +22,21 @@ struct Inner {
     visitors: HashMap<String, i64>,
     bots: HashMap<String, i64>,
     cache: Option<(Record, Instant)>,
+    /// Visitor key secrets by day; only the current and the previous day kept.
+    secrets: Vec<(String, Vec<u8>)>,
 }
 
 impl MemoryPresence {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Caps each set at `max` members, trimming the oldest after every write, as
+    /// [`RedisPresence::with_max_members`](super::RedisPresence::with_max_members) does.
+    pub fn with_max_members(mut self, max: usize) -> Self {
+        self.max_members = Some(max.max(1));
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -38,6 +48,22 @@ fn mark(set: &mut HashMap<String, i64>, at: i64, members: &[String]) {
     for m in members {
         let seen = set.entry(m.clone()).or_insert(at);
         *seen = (*seen).max(at);
+    }
+}
+
+/// Keeps the `max` most recently seen members. Ties go the way of a Redis rank:
+/// by score, then by member, lowest first, so both stores trim the same ones.
+fn trim(set: &mut HashMap<String, i64>, max: Option<usize>) {
+    let Some(max) = max else { return };
+    let excess = set.len().saturating_sub(max);
+    if excess == 0 {
+        return;
+    }
+    let mut by_age: Vec<(i64, &String)> = set.iter().map(|(m, &t)| (t, m)).collect();
+    by_age.select_nth_unstable(excess - 1);
+    let oldest: Vec<String> = by_age[..excess].iter().map(|(_, m)| (*m).clone()).collect();
+    for m in &oldest {
+        set.remove(m);
     }
 }
 
@@ -59,6 +85,18 @@ impl PresenceStore for MemoryPresence {
         }
         mark(&mut inner.visitors, at, &batch.visitors);
         mark(&mut inner.bots, at, &batch.bots);
+        let max = self.max_members;
+        let inner = &mut *inner;
+        for (set, members) in [
+            (&mut inner.users, &batch.users),
+            (&mut inner.hidden, &batch.hidden_users),
+            (&mut inner.visitors, &batch.visitors),
+            (&mut inner.bots, &batch.bots),
+        ] {
+            if !members.is_empty() {
+                trim(set, max);
+            }
+        }
         Ok(())
     }
 
@@ -124,5 +162,17 @@ impl PresenceStore for MemoryPresence {
             slot => *slot = Some((*record, now + ttl)),
         }
         Ok(())
+    }
+
+    async fn daily_secret(&self, day: &str, candidate: &[u8; 32]) -> Result<Vec<u8>> {
+        let mut inner = self.lock();
+        if let Some((_, secret)) = inner.secrets.iter().find(|(d, _)| d == day) {
+            return Ok(secret.clone());
+        }
+        inner.secrets.push((day.to_owned(), candidate.to_vec()));
+        // Days are ISO dates, so they sort as strings; keep the two newest.
+        inner.secrets.sort_by(|a, b| b.0.cmp(&a.0));
+        inner.secrets.truncate(2);
+        Ok(candidate.to_vec())
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::memory::MemoryPresence;
-pub use self::redis::{RedisPresence, redis_pool};
+pub use self::redis::{RedisPresence, redis_cluster_pool, redis_pool};
 
 use crate::{Record, Result};
 
@@ -93,4 +93,14 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// store (so a slow writer can never lower it), and gives a newly filled cache
     /// the time to live `ttl`.
     async fn cache_record(&self, record: &Record, ttl: Duration) -> Result<()>;
+
+    /// The secret shared by every instance for `day` (`YYYY-MM-DD`, UTC), from
+    /// which visitor pseudonyms are keyed: the first caller's `candidate` wins and
+    /// later callers get it back. The default keeps nothing and returns
+    /// `candidate`, right for a store that lives in one process (the caller
+    /// caches the day's key). See [`privacy`](crate#privacy).
+    async fn daily_secret(&self, day: &str, candidate: &[u8; 32]) -> Result<Vec<u8>> {
+        let _ = day;
+        Ok(candidate.to_vec())
+    }
 }

@@ -1,13 +1,14 @@
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::DateTime;
-use deadpool_redis::redis::{self, Script};
-use deadpool_redis::{Connection, Pool, Runtime};
+use deadpool_redis::redis::{self, Script, aio::ConnectionLike};
+use deadpool_redis::{Pool, Runtime, cluster};
 
 use super::{Batch, Counts, Online, PresenceStore};
+use crate::clock::ServerClock;
 use crate::{Error, Record, Result};
 
 /// Builds a `deadpool-redis` pool with the timeouts this crate relies on: waiting
@@ -26,6 +27,73 @@ pub fn redis_pool(url: &str) -> Result<Pool> {
         .build()
         .map_err(|e| Error::RedisConfig(e.to_string()))
 }
+
+/// Builds a `deadpool-redis` pool onto a Redis Cluster, from the addresses of one
+/// or more of its nodes (`redis://host:port`), with the same bounded timeouts as
+/// [`redis_pool`]. Hand it to [`Builder::redis_cluster`](crate::Builder::redis_cluster).
+pub fn redis_cluster_pool<S: AsRef<str>>(urls: &[S]) -> Result<cluster::Pool> {
+    let timeout = Some(Duration::from_secs(1));
+    let urls: Vec<String> = urls.iter().map(|u| u.as_ref().to_owned()).collect();
+    cluster::Config::from_urls(urls)
+        .builder()
+        .map_err(|e| Error::RedisConfig(e.to_string()))?
+        .max_size(16)
+        .wait_timeout(timeout)
+        .create_timeout(timeout)
+        .recycle_timeout(timeout)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::RedisConfig(e.to_string()))
+}
+
+/// One Redis server, or a Redis Cluster: the two pool kinds behind one store.
+#[derive(Clone)]
+enum Pools {
+    Single(Pool),
+    Cluster(cluster::Pool),
+}
+
+/// A connection from either pool kind; commands and pipelines go through it alike.
+/// On a cluster, a pipeline goes to the node owning its keys' slot, which is one
+/// slot thanks to the hash tag.
+pub(crate) enum Conn {
+    Single(deadpool_redis::Connection),
+    Cluster(cluster::Connection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The reply to `TIME`: seconds and microseconds.
+type ServerTime = (i64, i64);
 
 /// Raise-only merge of a record into the cache hash, the same rule as
 /// [`Record::raise`]; a new hash gets a TTL, an existing one keeps its own so the
@@ -49,22 +117,28 @@ return 1
     )
 });
 
-/// The presence store in Redis, through a `deadpool-redis` pool.
+/// The presence store in Redis, through a `deadpool-redis` pool onto one server
+/// ([`new`](Self::new)) or onto a Redis Cluster ([`cluster`](Self::cluster)).
 ///
 /// Keys are `{prefix}:users`, `{prefix}:hidden`, `{prefix}:visitors`,
-/// `{prefix}:bots` (sorted sets, member to last-seen unix seconds) and
-/// `{prefix}:record` (hash, the record cache). The braces are
-/// literal: they make the prefix a Redis Cluster hash tag, so every key of one
-/// installation lives in one slot and each pipeline is one round trip.
+/// `{prefix}:bots` (sorted sets, member to last-seen unix seconds),
+/// `{prefix}:record` (hash, the record cache) and `{prefix}:tick-lease` (which
+/// instance runs the background tick). The braces are literal: they make the
+/// prefix a Redis Cluster hash tag, so every key of one installation lives in one
+/// slot and each pipeline is one round trip to one node.
 #[derive(Clone)]
 pub struct RedisPresence {
-    pool: Pool,
+    pool: Pools,
     users: String,
     hidden: String,
     visitors: String,
     bots: String,
     record: String,
+    lease: String,
+    secret_prefix: String,
     set_ttl_secs: u64,
+    max_members: Option<usize>,
+    server_clock: Option<Arc<ServerClock>>,
     timeout: Duration,
 }
 
@@ -81,6 +155,16 @@ impl std::fmt::Debug for RedisPresence {
 impl RedisPresence {
     /// A store over `pool` with keys under `prefix` (e.g. `whos_online`).
     pub fn new(pool: Pool, prefix: &str) -> Self {
+        Self::with_pools(Pools::Single(pool), prefix)
+    }
+
+    /// A store on a Redis Cluster (see [`redis_cluster_pool`]), keys under `prefix`.
+    /// Every key carries the hash tag `{prefix}`, so all of them live in one slot.
+    pub fn cluster(pool: cluster::Pool, prefix: &str) -> Self {
+        Self::with_pools(Pools::Cluster(pool), prefix)
+    }
+
+    fn with_pools(pool: Pools, prefix: &str) -> Self {
         Self {
             pool,
             users: format!("{{{prefix}}}:users"),
@@ -88,9 +172,26 @@ impl RedisPresence {
             visitors: format!("{{{prefix}}}:visitors"),
             bots: format!("{{{prefix}}}:bots"),
             record: format!("{{{prefix}}}:record"),
+            lease: format!("{{{prefix}}}:tick-lease"),
+            secret_prefix: format!("{{{prefix}}}:visitor-key"),
             set_ttl_secs: 24 * 60 * 60,
+            max_members: None,
+            server_clock: None,
             timeout: Duration::from_secs(2),
         }
+    }
+
+    /// Whether this store is on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.pool, Pools::Cluster(_))
+    }
+
+    /// Caps each sorted set at `max` members: after every write the oldest are
+    /// trimmed (`ZREMRANGEBYRANK key 0 -(max+1)`), so a flood of distinct
+    /// visitors cannot grow Redis without bound. Counts then never exceed `max`.
+    pub fn with_max_members(mut self, max: usize) -> Self {
+        self.max_members = Some(max.max(1));
+        self
     }
 
     /// A store on a new pool for `url` (see [`redis_pool`]).
@@ -129,6 +230,11 @@ impl RedisPresence {
         &self.record
     }
 
+    /// The key of the tick lease (a string: the id of the instance that ticks).
+    pub fn lease_key(&self) -> &str {
+        &self.lease
+    }
+
     /// Lets the sets expire a while after the last write, so an installation that
     /// is removed leaves nothing behind. Set from the window by the builder.
     pub(crate) fn with_set_ttl(mut self, ttl: Duration) -> Self {
@@ -136,11 +242,63 @@ impl RedisPresence {
         self
     }
 
-    async fn conn(&self) -> Result<Connection> {
-        Ok(self.pool.get().await?)
+    /// Takes scores and cutoffs from this clock's server time: it is refreshed
+    /// from a `TIME` riding on each pipeline. Set by the builder.
+    pub(crate) fn with_server_clock(mut self, clock: Arc<ServerClock>) -> Self {
+        self.server_clock = Some(clock);
+        self
     }
 
-    async fn timed<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T> {
+    pub(crate) async fn conn(&self) -> Result<Conn> {
+        // The pool's wait and create timeouts bound this; the outer timeout covers
+        // pools built without them.
+        let get = async {
+            Ok(match &self.pool {
+                Pools::Single(p) => Conn::Single(p.get().await?),
+                Pools::Cluster(p) => Conn::Cluster(p.get().await?),
+            })
+        };
+        match tokio::time::timeout(self.timeout, get).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                store: "redis",
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    /// A server clock that has not seen the server yet: its first use asks `TIME`
+    /// on its own, and says so, so that the caller moves the time it was handed
+    /// (read from the configured clock) onto the server's.
+    async fn sync_first(&self, conn: &mut Conn) -> Result<Option<&ServerClock>> {
+        match &self.server_clock {
+            Some(clock) if !clock.is_synced() => {
+                let (secs, micros): ServerTime =
+                    self.timed(redis::cmd("TIME").query_async(conn)).await?;
+                clock.observe(secs, micros);
+                Ok(Some(clock))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Appends `TIME` to a pipeline when a server clock is kept.
+    fn ask_time(&self, pipe: &mut redis::Pipeline) {
+        if self.server_clock.is_some() {
+            pipe.cmd("TIME");
+        }
+    }
+
+    fn observe(&self, time: Option<ServerTime>) {
+        if let (Some(clock), Some((secs, micros))) = (&self.server_clock, time) {
+            clock.observe(secs, micros);
+        }
+    }
+
+    pub(crate) async fn timed<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(Error::Timeout {
@@ -199,6 +357,11 @@ impl PresenceStore for RedisPresence {
         if batch.is_empty() {
             return Ok(());
         }
+        let mut conn = self.conn().await?;
+        let at = match self.sync_first(&mut conn).await? {
+            Some(clock) => clock.shift(at),
+            None => at,
+        };
         let mut pipe = redis::pipe();
         for (key, members) in [
             (&self.users, &batch.users),
@@ -214,6 +377,15 @@ impl PresenceStore for RedisPresence {
                 cmd.arg(at).arg(m);
             }
             cmd.ignore();
+            if let Some(max) = self.max_members {
+                // Keep the `max` most recently seen: drop ranks 0 .. len-max-1.
+                let keep = i64::try_from(max).unwrap_or(i64::MAX);
+                pipe.cmd("ZREMRANGEBYRANK")
+                    .arg(key)
+                    .arg(0)
+                    .arg(-keep - 1)
+                    .ignore();
+            }
             pipe.cmd("EXPIRE").arg(key).arg(self.set_ttl_secs).ignore();
         }
         // A user is listed or hidden, never both: the latest report decides.
@@ -225,11 +397,18 @@ impl PresenceStore for RedisPresence {
                 pipe.cmd("ZREM").arg(other).arg(members).ignore();
             }
         }
-        let mut conn = self.conn().await?;
-        self.timed(pipe.query_async::<()>(&mut conn)).await
+        self.ask_time(&mut pipe);
+        let time: Vec<ServerTime> = self.timed(pipe.query_async(&mut conn)).await?;
+        self.observe(time.into_iter().next());
+        Ok(())
     }
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
+        let mut conn = self.conn().await?;
+        let cutoff = match self.sync_first(&mut conn).await? {
+            Some(clock) => clock.shift(cutoff),
+            None => cutoff,
+        };
         let below = format!("({cutoff}");
         let keys = [&self.users, &self.hidden, &self.visitors, &self.bots];
         let mut pipe = redis::pipe();
@@ -243,9 +422,16 @@ impl PresenceStore for RedisPresence {
         for key in keys {
             pipe.cmd("ZCARD").arg(key);
         }
-        let mut conn = self.conn().await?;
-        let (users, hidden, visitors, bots): (u64, u64, u64, u64) =
-            self.timed(pipe.query_async(&mut conn)).await?;
+        self.ask_time(&mut pipe);
+        let (users, hidden, visitors, bots, time): (u64, u64, u64, u64, Option<ServerTime>) =
+            if self.server_clock.is_some() {
+                let (u, h, v, b, t) = self.timed(pipe.query_async(&mut conn)).await?;
+                (u, h, v, b, Some(t))
+            } else {
+                let (u, h, v, b) = self.timed(pipe.query_async(&mut conn)).await?;
+                (u, h, v, b, None)
+            };
+        self.observe(time);
         Ok(Counts {
             users: users + hidden,
             visitors,
@@ -254,6 +440,11 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn online(&self, cutoff: i64, limit: usize) -> Result<Online> {
+        let mut conn = self.conn().await?;
+        let cutoff = match self.sync_first(&mut conn).await? {
+            Some(clock) => clock.shift(cutoff),
+            None => cutoff,
+        };
         let mut pipe = redis::pipe();
         pipe.cmd("ZRANGE")
             .arg(&self.users)
@@ -267,14 +458,16 @@ impl PresenceStore for RedisPresence {
         for key in [&self.users, &self.hidden, &self.visitors, &self.bots] {
             pipe.cmd("ZCOUNT").arg(key).arg(cutoff).arg("+inf");
         }
-        let mut conn = self.conn().await?;
-        let (mut users, listed, hidden, visitor_count, bot_count): (
-            Vec<String>,
-            u64,
-            u64,
-            u64,
-            u64,
-        ) = self.timed(pipe.query_async(&mut conn)).await?;
+        self.ask_time(&mut pipe);
+        type Reply = (Vec<String>, u64, u64, u64, u64);
+        let ((mut users, listed, hidden, visitor_count, bot_count), time): (Reply, _) =
+            if self.server_clock.is_some() {
+                let (u, l, h, v, b, t) = self.timed(pipe.query_async(&mut conn)).await?;
+                ((u, l, h, v, b), Some(t))
+            } else {
+                (self.timed(pipe.query_async(&mut conn)).await?, None)
+            };
+        self.observe(time);
         users.sort_unstable();
         Ok(Online {
             users,
@@ -307,6 +500,31 @@ impl PresenceStore for RedisPresence {
             .arg(date_arg(record.max_visitors_date))
             .arg(ttl_ms);
         self.timed(invocation.invoke_async::<()>(&mut conn)).await
+    }
+
+    async fn daily_secret(&self, day: &str, candidate: &[u8; 32]) -> Result<Vec<u8>> {
+        // First writer wins (`SET NX`); everyone reads back the winner. Two days
+        // of life: the day itself plus slack for clocks around midnight.
+        let key = format!("{}:{day}", self.secret_prefix);
+        let mut conn = self.conn().await?;
+        let (secret,): (Option<String>,) = self
+            .timed(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(crate::privacy::hex(candidate))
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(2 * 24 * 3600)
+                    .ignore()
+                    .cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        secret
+            .map(String::into_bytes)
+            .ok_or_else(|| corrupt(format!("{key} vanished")))
     }
 }
 

@@ -20,16 +20,19 @@ use crate::Result;
 /// Serialises to exactly the `/stats` JSON: dates as RFC 3339 UTC seconds, `null`
 /// before any record exists.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Record {
     /// Most logged-in users ever online at once.
     pub max_users: u64,
-    /// When `max_users` was first reached.
+    /// When `max_users` was first reached (RFC 3339, UTC); `null` before any.
     #[serde(serialize_with = "rfc3339_secs")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub max_users_date: Option<DateTime<Utc>>,
     /// Most anonymous visitors ever online at once.
     pub max_visitors: u64,
-    /// When `max_visitors` was first reached.
+    /// When `max_visitors` was first reached (RFC 3339, UTC); `null` before any.
     #[serde(serialize_with = "rfc3339_secs")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub max_visitors_date: Option<DateTime<Utc>>,
 }
 

@@ -3,6 +3,9 @@
 //! every backend.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+pub mod servers;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -162,7 +165,9 @@ impl Site {
             .identify_users(header_user())
             .clock(clock.clone())
             .prefix(&prefix)
-            .background_ticker(false);
+            .background_ticker(false)
+            // The tests drive the manual clock; Redis time would override it.
+            .server_time(false);
         let mut pg = None;
         if stack == Stack::Real {
             let pool = migrated_database().await;

@@ -1,0 +1,62 @@
+-- wrk script for bench/compare.sh: rotates among N distinct visitors (each its
+-- own rightmost X-Forwarded-For address) and M logged-in users (x-bench-user),
+-- spread evenly, and prints one machine-readable RESULT line when done.
+--
+--   wrk -t1 -c32 -d8s -s bench/load.lua http://127.0.0.1:3901/ -- N M
+--
+-- Addresses count up from 198.18.0.0 (the benchmarking range of RFC 2544); they
+-- only ever appear inside a header. Up to 200,000 members the requests are built
+-- once in init(); above that each is built on the fly.
+
+local n, m, total
+local prebuilt = {}
+local i = 0
+local threads = {}
+
+local function address(v)
+  local a = 0xC6120000 + v
+  return string.format("%d.%d.%d.%d",
+    math.floor(a / 16777216) % 256, math.floor(a / 65536) % 256,
+    math.floor(a / 256) % 256, a % 256)
+end
+
+-- Member k of the rotation: users are spread evenly among the visitors.
+local function build(k)
+  local before = math.floor(k * m / total)
+  if math.floor((k + 1) * m / total) > before then
+    return wrk.format("GET", "/", { ["x-bench-user"] = "user" .. before })
+  end
+  return wrk.format("GET", "/", { ["x-forwarded-for"] = address(k - before) })
+end
+
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  n = tonumber(args[1] or "10000")
+  m = tonumber(args[2] or "1000")
+  total = n + m
+  if total < 1 then error("need at least one visitor or user") end
+  if total <= 200000 then
+    for k = 0, total - 1 do prebuilt[k + 1] = build(k) end
+  end
+  -- Threads start at different points of the rotation.
+  i = math.floor((id or 0) * total / 7) % total
+end
+
+function request()
+  i = i + 1
+  if i > total then i = 1 end
+  return prebuilt[i] or build(i - 1)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d errors=%d p50_us=%.1f p99_us=%.1f\n",
+    summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end

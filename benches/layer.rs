@@ -1,0 +1,276 @@
+//! In-process cost of the layer per request: `oneshot` on a hello-world router
+//! with and without it, no network.
+//!
+//! ```text
+//! cargo bench --bench layer
+//! ```
+//!
+//! Every case builds the same requests (10,000 visitors by `X-Forwarded-For` and
+//! 1,000 users by `x-bench-user`, rotating, as `bench/compare.sh` sends them) on
+//! a current-thread runtime. The timed loop yields every 32 requests, so the
+//! reporter task runs on the same thread and its work is in the figure, and
+//! ends with `flush()`, so nothing is left unwritten. A summary table with each
+//! case's ratio to `bare` is printed at the end.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use criterion::Criterion;
+use http::Request;
+use tower::ServiceExt;
+use whos_online::{ClientIpSource, User, WhosOnline, identify_fn};
+
+const VISITORS: u64 = 10_000;
+const USERS: u64 = 1_000;
+const YIELD_EVERY: u64 = 32;
+
+/// The requests of `bench/load.lua`: member `k` of the rotation.
+fn rotating(k: u64) -> Request<Body> {
+    let total = VISITORS + USERS;
+    let k = k % total;
+    let before = k * USERS / total;
+    if (k + 1) * USERS / total > before {
+        with_user(before)
+    } else {
+        from_visitor(k - before)
+    }
+}
+
+fn base() -> Request<Body> {
+    let mut req = Request::get("/").body(Body::empty()).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    req
+}
+
+fn from_visitor(v: u64) -> Request<Body> {
+    let mut req = base();
+    let ip = IpAddr::V4(Ipv4Addr::from(0xC612_0000_u32.wrapping_add(v as u32)));
+    req.headers_mut()
+        .insert("x-forwarded-for", ip.to_string().parse().unwrap());
+    req
+}
+
+fn with_user(u: u64) -> Request<Body> {
+    let mut req = base();
+    req.headers_mut()
+        .insert("x-bench-user", format!("user{u}").parse().unwrap());
+    req
+}
+
+fn hello() -> Router {
+    Router::new().route("/", get(|| async { "Hello, World!" }))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[derive(Clone, Copy)]
+enum Store {
+    Memory,
+    Redis,
+}
+
+fn whos(rt: &tokio::runtime::Runtime, store: Store, resolution: Option<Duration>) -> WhosOnline {
+    let _entered = rt.enter();
+    let mut b = WhosOnline::builder()
+        .prefix(format!("whos_bench_layer_{}", std::process::id()))
+        .background_ticker(false)
+        .client_ip_source(ClientIpSource::RightmostXForwardedFor)
+        .identify_users(identify_fn(|req| {
+            let user = req
+                .headers
+                .get("x-bench-user")
+                .and_then(|v| v.to_str().ok())
+                .map(User::new);
+            async move { user }
+        }));
+    if let Some(r) = resolution {
+        b = b.resolution(r);
+    }
+    if let Store::Redis = store {
+        b = b.redis(whos_online::redis_pool(&redis_url()).unwrap());
+    }
+    b.build().unwrap()
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis_up(rt: &tokio::runtime::Runtime) -> bool {
+    rt.block_on(async {
+        let Ok(pool) = whos_online::redis_pool(&redis_url()) else {
+            return false;
+        };
+        let Ok(mut conn) = pool.get().await else {
+            return false;
+        };
+        deadpool_redis::redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+    })
+}
+
+/// Mean time per request of every case, over all of criterion's runs.
+static MEANS: Mutex<Vec<(String, Duration, u64)>> = Mutex::new(Vec::new());
+
+fn record(name: &str, elapsed: Duration, iters: u64) {
+    let mut m = MEANS.lock().unwrap();
+    match m.iter_mut().find(|(n, ..)| n == name) {
+        Some((_, total, n)) => {
+            *total += elapsed;
+            *n += iters;
+        }
+        None => m.push((name.to_owned(), elapsed, iters)),
+    }
+}
+
+/// Runs `iters` requests made by `make` through `app` (and flushes `whos`).
+fn case(
+    c: &mut Criterion,
+    name: &str,
+    app: Router,
+    whos: Option<&WhosOnline>,
+    rt: &tokio::runtime::Runtime,
+    make: fn(u64) -> Request<Body>,
+) {
+    let mut next = 0u64;
+    c.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let start_at = next;
+            next += iters;
+            let elapsed = rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let res = app.clone().oneshot(make(start_at + i)).await.unwrap();
+                    assert_eq!(res.status(), 200);
+                    if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                if let Some(w) = whos {
+                    w.flush().await.unwrap();
+                }
+                start.elapsed()
+            });
+            record(name, elapsed, iters);
+            elapsed
+        })
+    });
+}
+
+fn distinct(k: u64) -> Request<Body> {
+    from_visitor(k)
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = runtime();
+    case(c, "bare", hello(), None, &rt, rotating);
+    // What any layer costs in axum: a pass-through one.
+    let noop = tower::util::MapRequestLayer::new(|req: Request<Body>| req);
+    case(c, "no-op layer", hello().layer(noop), None, &rt, rotating);
+
+    let w = whos(&rt, Store::Memory, None);
+    case(
+        c,
+        "layer (memory)",
+        hello().layer(w.layer()),
+        Some(&w),
+        &rt,
+        rotating,
+    );
+    rt.block_on(w.shutdown());
+
+    let w = whos(&rt, Store::Memory, Some(Duration::ZERO));
+    case(
+        c,
+        "layer (memory, resolution 0)",
+        hello().layer(w.layer()),
+        Some(&w),
+        &rt,
+        rotating,
+    );
+    rt.block_on(w.shutdown());
+
+    let w = whos(&rt, Store::Memory, None);
+    case(
+        c,
+        "layer (memory, all distinct)",
+        hello().layer(w.layer()),
+        Some(&w),
+        &rt,
+        distinct,
+    );
+    rt.block_on(w.shutdown());
+
+    if redis_up(&rt) {
+        let w = whos(&rt, Store::Redis, None);
+        case(
+            c,
+            "layer (redis)",
+            hello().layer(w.layer()),
+            Some(&w),
+            &rt,
+            rotating,
+        );
+        rt.block_on(async {
+            w.shutdown().await;
+            let pool = whos_online::redis_pool(&redis_url()).unwrap();
+            if let Ok(mut conn) = pool.get().await {
+                let p = format!("whos_bench_layer_{}", std::process::id());
+                let keys: Vec<String> = ["users", "hidden", "visitors", "bots", "record"]
+                    .iter()
+                    .map(|k| format!("{{{p}}}:{k}"))
+                    .collect();
+                let _: Result<(), _> = deadpool_redis::redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut conn)
+                    .await;
+            }
+        });
+    } else {
+        eprintln!("layer (redis): skipped, no Redis at {}", redis_url());
+    }
+}
+
+fn summary() {
+    let means = MEANS.lock().unwrap();
+    let per = |total: &Duration, n: &u64| total.as_nanos() as f64 / (*n).max(1) as f64;
+    let Some(bare) = means
+        .iter()
+        .find(|(n, ..)| n == "bare")
+        .map(|(_, t, n)| per(t, n))
+    else {
+        return;
+    };
+    println!(
+        "\n{:<32} {:>12} {:>10} {:>12}",
+        "case", "ns/request", "vs bare", "added ns"
+    );
+    for (name, total, n) in means.iter() {
+        let ns = per(total, n);
+        println!(
+            "{name:<32} {ns:>12.0} {:>9.3}x {:>+12.0}",
+            ns / bare,
+            ns - bare
+        );
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    benches(&mut c);
+    c.final_summary();
+    summary();
+}

@@ -1,0 +1,280 @@
+//! The benchmark server: one "hello world" app served three ways, for
+//! `bench/compare.sh`.
+//!
+//! ```text
+//! cargo run --release --example bench_server -- --mode layer --bind 127.0.0.1:3900
+//! ```
+//!
+//! * `bare`: the app alone.
+//! * `noop`: the app behind a pass-through layer: what any layer costs in axum.
+//! * `layer`: the app with this crate's layer, presence in Redis.
+//! * `naive`: the app behind a middleware that awaits one `ZADD` per request before
+//!   the handler runs (the design this crate replaces), on the same kind of
+//!   `deadpool-redis` pool, keyed by the same rules.
+//!
+//! For the load tool on one machine to stand for many clients, both Redis modes
+//! trust the rightmost `X-Forwarded-For` entry for the visitor's address, and the
+//! `x-bench-user` header marks a request as the logged-in user it names.
+//!
+//! Flags: `--mode bare|noop|layer|naive` (default `layer`), `--bind ADDR` (default
+//! `127.0.0.1:3900`), `--prefix P` (Redis key prefix; default one unique to the
+//! run), `--threads N` (Tokio workers; default: the CPUs this process may use),
+//! `--resolution SECS` (layer mode: the de-duplication resolution; default 30, 0
+//! writes every report).
+//! `REDIS_URL` (default `redis://127.0.0.1:6379`). Stops on SIGTERM or Ctrl-C after
+//! writing every queued report, then prints one `STATS` line on stderr.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use deadpool_redis::redis;
+use whos_online::{ClientIpSource, User, WhosOnline, identify_fn};
+
+const USER_HEADER: &str = "x-bench-user";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Bare,
+    Noop,
+    Layer,
+    Naive,
+}
+
+struct Args {
+    mode: Mode,
+    bind: SocketAddr,
+    prefix: String,
+    threads: Option<usize>,
+    resolution: Option<Duration>,
+}
+
+fn usage(problem: &str) -> ! {
+    eprintln!(
+        "bench_server: {problem}\n\
+         usage: bench_server [--mode bare|noop|layer|naive] [--bind ADDR] [--prefix P] [--threads N]\n\
+         \x20                   [--resolution SECS]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let pid = std::process::id();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut args = Args {
+        mode: Mode::Layer,
+        bind: SocketAddr::from(([127, 0, 0, 1], 3900)),
+        prefix: format!("whos_bench_{secs}_{pid}"),
+        threads: None,
+        resolution: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--mode" => {
+                args.mode = match value().as_str() {
+                    "bare" => Mode::Bare,
+                    "noop" => Mode::Noop,
+                    "layer" => Mode::Layer,
+                    "naive" => Mode::Naive,
+                    other => usage(&format!("unknown mode {other:?}")),
+                }
+            }
+            "--bind" => {
+                args.bind = value()
+                    .parse()
+                    .unwrap_or_else(|e| usage(&format!("--bind: {e}")))
+            }
+            "--prefix" => args.prefix = value(),
+            "--threads" => {
+                args.threads = Some(
+                    value()
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .unwrap_or_else(|| usage("--threads needs a positive number")),
+                )
+            }
+            "--resolution" => {
+                args.resolution =
+                    Some(Duration::from_secs(value().parse().unwrap_or_else(|_| {
+                        usage("--resolution needs whole seconds")
+                    })))
+            }
+            "-h" | "--help" => usage("help"),
+            other => usage(&format!("unknown flag {other:?}")),
+        }
+    }
+    args
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = parse_args();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.threads {
+        runtime.worker_threads(n);
+    }
+    runtime.enable_all().build()?.block_on(serve(args))
+}
+
+async fn hello() -> &'static str {
+    "Hello, World!"
+}
+
+async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let app = Router::new().route("/", get(hello));
+    let mut whos = None;
+    let mut naive = None;
+    let app = match args.mode {
+        Mode::Bare => app,
+        Mode::Noop => app.layer(tower::util::MapRequestLayer::new(|req: Request| req)),
+        Mode::Layer => {
+            let mut builder = WhosOnline::builder();
+            if let Some(r) = args.resolution {
+                builder = builder.resolution(r);
+            }
+            let w = builder
+                .redis(whos_online::redis_pool(&redis_url)?)
+                .prefix(&args.prefix)
+                .client_ip_source(ClientIpSource::RightmostXForwardedFor)
+                .identify_users(identify_fn(|req| {
+                    let user = req
+                        .headers
+                        .get(USER_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(User::new);
+                    async move { user }
+                }))
+                .build()?;
+            let app = app.layer(w.layer());
+            whos = Some(w);
+            app
+        }
+        Mode::Naive => {
+            let state = Arc::new(Naive {
+                pool: whos_online::redis_pool(&redis_url)?,
+                users: format!("{{{}}}:users", args.prefix),
+                visitors: format!("{{{}}}:visitors", args.prefix),
+                written: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+            });
+            naive = Some(Arc::clone(&state));
+            app.layer(middleware::from_fn_with_state(state, zadd_per_request))
+        }
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.bind).await?;
+    eprintln!(
+        "bench_server: {:?} on {} (prefix {})",
+        args.mode,
+        listener.local_addr()?,
+        args.prefix
+    );
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_signal())
+    .await?;
+
+    if let Some(w) = whos {
+        w.shutdown().await;
+        let c = w.counters();
+        eprintln!(
+            "STATS mode=layer reports_queued={} reports_dropped={} flushes={} flush_errors={} members_written={}",
+            c.reports_queued, c.reports_dropped, c.flushes, c.flush_errors, c.members_written
+        );
+    }
+    if let Some(n) = naive {
+        eprintln!(
+            "STATS mode=naive members_written={} write_errors={}",
+            n.written.load(Relaxed),
+            n.failed.load(Relaxed)
+        );
+    }
+    Ok(())
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// The per-request design: every request waits for its own `ZADD` round trip.
+struct Naive {
+    pool: deadpool_redis::Pool,
+    users: String,
+    visitors: String,
+    written: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The same identity rules as the layer: a valid user name from the header, else
+/// the rightmost `X-Forwarded-For` address, else the TCP peer; IPv4-mapped IPv6
+/// folded to IPv4. A Redis failure is counted and the request goes on.
+async fn zadd_per_request(State(s): State<Arc<Naive>>, req: Request, next: Next) -> Response {
+    let user = req
+        .headers()
+        .get(USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(User::new)
+        .filter(|u| !u.name().is_empty() && u.name().len() <= whos_online::MAX_USER_NAME_LEN);
+    let seen = match user {
+        Some(u) => Some((&s.users, u.name().to_owned())),
+        None => client_ip::rightmost_x_forwarded_for(req.headers())
+            .ok()
+            .or_else(|| {
+                req.extensions()
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ci| ci.0.ip())
+            })
+            .map(|ip: IpAddr| (&s.visitors, ip.to_canonical().to_string())),
+    };
+    if let Some((key, member)) = seen {
+        let now = chrono::Utc::now().timestamp();
+        let written = match s.pool.get().await {
+            Ok(mut conn) => redis::cmd("ZADD")
+                .arg(key)
+                .arg("GT")
+                .arg(now)
+                .arg(member)
+                .query_async::<()>(&mut conn)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        let counter = if written { &s.written } else { &s.failed };
+        counter.fetch_add(1, Relaxed);
+    }
+    next.run(req).await
+}

@@ -1,0 +1,344 @@
+//! Local de-duplication: a member already handed on within the last `resolution`
+//! is not handed on again.
+//!
+//! The check runs on the request path, before the queue, so a page view by a
+//! member seen a moment ago costs a clock read, one hash and one cache-line scan:
+//! no allocation, no lock, no queue traffic and no work for the reporter. The
+//! table is fixed in size (set-associative, [`WAYS`] entries per 64-byte bucket,
+//! each entry one `AtomicU64`), so memory stays the same however many distinct
+//! visitors arrive; when it is full, the entry seen longest ago in a bucket gives
+//! way, and the member it held is merely written again.
+//!
+//! The table may forget (that costs one more write, which the reporter coalesces
+//! anyway) but never invents: a member is only skipped while an entry with its
+//! tag says it was queued less than `resolution` ago with the same hidden flag,
+//! and an entry is only written after the report went into the queue. Times come
+//! from the crate's [`Clock`], so a [`ManualClock`](crate::ManualClock) drives it
+//! in tests; a clock that goes back makes every entry due.
+//!
+//! The cost: a member's stored last-seen time may lag by up to `resolution` (plus
+//! one flush interval), so with the default 30 s and a 15-minute window a member
+//! leaves the count at most 30 s early.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::reporter::Who;
+
+/// Entries per bucket: eight `u64` fill one cache line.
+pub(crate) const WAYS: usize = 8;
+/// Entries in the table: 65 536 (512 KiB). Room for about 30 000 members
+/// active within one resolution before buckets overflow; the size was measured
+/// against 32 Ki and 128 Ki entries (see `bench/README.md`).
+pub(crate) const CAPACITY: usize = 64 * 1024;
+
+const TIME_BITS: u32 = 31;
+const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
+const HIDDEN_BIT: u64 = 1 << TIME_BITS;
+
+/// The splitmix64 finaliser: a bijection of `u64` that spreads every input bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[repr(align(64))]
+struct Bucket([AtomicU64; WAYS]);
+
+/// Which members were handed on lately; shared by the layer and the reporter.
+pub(crate) struct Dedupe {
+    /// Whole seconds; zero turns de-duplication off.
+    resolution: u64,
+    clock: Arc<dyn Clock>,
+    hasher: RandomState,
+    /// Random key of the address hash.
+    key: u64,
+    buckets: Box<[Bucket]>,
+}
+
+impl std::fmt::Debug for Dedupe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedupe")
+            .field("resolution_secs", &self.resolution)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of [`Dedupe::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Handed on less than `resolution` ago: skip it.
+    Recent,
+    /// Hand it on, then [`Dedupe::mark`] the ticket once it is in the queue.
+    Due(Ticket),
+}
+
+/// Where and what to write once a report is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    bucket: usize,
+    way: usize,
+    entry: u64,
+}
+
+impl Dedupe {
+    /// A table for `resolution` (rounded down to whole seconds) on `clock`.
+    pub(crate) fn new(resolution: Duration, clock: Arc<dyn Clock>) -> Self {
+        let resolution = resolution.as_secs().min(TIME_MASK / 2);
+        let buckets = if resolution == 0 { 0 } else { CAPACITY / WAYS };
+        let hasher = RandomState::new();
+        Self {
+            resolution,
+            clock,
+            key: hasher.hash_one(0x5eed_u64),
+            hasher,
+            buckets: (0..buckets)
+                .map(|_| Bucket(std::array::from_fn(|_| AtomicU64::new(0))))
+                .collect(),
+        }
+    }
+
+    /// Hash of a member: kind and identity. The hidden flag is not part of it, so
+    /// a user who turns hidden (or back) finds the same entry and is due.
+    ///
+    /// Addresses, most of the traffic, take a keyed mix of their bits instead of
+    /// SipHash: it is several times faster, and an attacker who could aim at one
+    /// bucket would only cause extra writes, as sending new addresses does anyway.
+    fn hash(&self, who: &Who) -> u64 {
+        let address = |kind: u64, ip: &IpAddr| match ip {
+            IpAddr::V4(v4) => mix(self.key ^ (kind << 32 | u64::from(v4.to_bits()))),
+            IpAddr::V6(v6) => {
+                let bits = v6.to_bits();
+                mix(mix(self.key ^ (bits >> 64) as u64) ^ bits as u64 ^ kind << 62)
+            }
+        };
+        match who {
+            Who::User { name, .. } => self.hasher.hash_one(name.as_str()),
+            Who::Visitor(ip) => address(1, ip),
+            Who::Bot(ip) => address(2, ip),
+        }
+    }
+
+    fn locate(&self, who: &Who) -> (usize, u64) {
+        let h = self.hash(who);
+        // Low bits pick the bucket, high bits make the tag; zero marks a free entry.
+        let bucket = (h as usize) & (self.buckets.len() - 1);
+        let tag = (h >> 32).max(1);
+        (bucket, tag << 32)
+    }
+
+    /// Whether `who` was handed on less than `resolution` ago.
+    pub(crate) fn check(&self, who: &Who) -> Verdict {
+        if self.resolution == 0 {
+            return Verdict::Due(Ticket {
+                bucket: usize::MAX,
+                way: 0,
+                entry: 0,
+            });
+        }
+        let now = (self.clock.unix_secs() as u64) & TIME_MASK;
+        let hidden = matches!(who, Who::User { hidden: true, .. });
+        let (bucket, tag) = self.locate(who);
+        let entry = tag | if hidden { HIDDEN_BIT } else { 0 } | now;
+        let slots = &self.buckets[bucket].0;
+        // The way to write if due: this member's entry, else a free one, else the
+        // one handed on longest ago.
+        let (mut way, mut oldest) = (0, 0);
+        for (i, slot) in slots.iter().enumerate() {
+            let e = slot.load(Relaxed);
+            let age = now.wrapping_sub(e & TIME_MASK) & TIME_MASK;
+            if e & !(TIME_MASK | HIDDEN_BIT) == tag {
+                if (e ^ entry) & HIDDEN_BIT == 0 && age < self.resolution {
+                    return Verdict::Recent;
+                }
+                way = i;
+                break;
+            }
+            let age = if e == 0 { u64::MAX } else { age };
+            if age > oldest {
+                (way, oldest) = (i, age);
+            }
+        }
+        Verdict::Due(Ticket { bucket, way, entry })
+    }
+
+    /// Records that the report behind `ticket` is in the queue.
+    pub(crate) fn mark(&self, ticket: Ticket) {
+        if let Some(b) = self.buckets.get(ticket.bucket) {
+            b.0[ticket.way].store(ticket.entry, Relaxed);
+        }
+    }
+
+    /// Forgets `who`, so its next report is handed on: for a report the reporter
+    /// had to drop after it was queued.
+    pub(crate) fn forget(&self, who: &Who) {
+        if self.buckets.is_empty() {
+            return;
+        }
+        let (bucket, tag) = self.locate(who);
+        for slot in &self.buckets[bucket].0 {
+            let e = slot.load(Relaxed);
+            if e & !(TIME_MASK | HIDDEN_BIT) == tag {
+                let _ = slot.compare_exchange(e, 0, Relaxed, Relaxed);
+            }
+        }
+    }
+}
+
+/// The de-duplication table on its own, for `benches/dedupe.rs`, which sets it
+/// against a `moka` cache. Not part of the API.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct BenchDedupe(Dedupe);
+
+impl BenchDedupe {
+    /// A table for `resolution` on `clock`.
+    pub fn new(resolution: Duration, clock: impl Clock) -> Self {
+        Self(Dedupe::new(resolution, Arc::new(clock)))
+    }
+
+    /// What the layer does with a visitor when the queue has room: true when the
+    /// report is handed on.
+    pub fn report_visitor(&self, ip: std::net::IpAddr) -> bool {
+        self.report(&Who::Visitor(ip))
+    }
+
+    /// The same for a user.
+    pub fn report_user(&self, name: String, hidden: bool) -> bool {
+        self.report(&Who::User { name, hidden })
+    }
+
+    fn report(&self, who: &Who) -> bool {
+        match self.0.check(who) {
+            Verdict::Recent => false,
+            Verdict::Due(ticket) => {
+                self.0.mark(ticket);
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn table(secs: u64) -> (Dedupe, ManualClock) {
+        let clock = ManualClock::at_unix(1_764_000_000);
+        (
+            Dedupe::new(Duration::from_secs(secs), Arc::new(clock.clone())),
+            clock,
+        )
+    }
+
+    fn visitor(i: u32) -> Who {
+        Who::Visitor(IpAddr::V4(Ipv4Addr::from(0xC612_0000 + i)))
+    }
+
+    fn user(name: &str, hidden: bool) -> Who {
+        Who::User {
+            name: name.into(),
+            hidden,
+        }
+    }
+
+    /// Checks and, when due, marks: what the layer does with a queue that has room.
+    fn report(d: &Dedupe, who: &Who) -> bool {
+        match d.check(who) {
+            Verdict::Recent => false,
+            Verdict::Due(t) => {
+                d.mark(t);
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_is_due_again_after_the_resolution() {
+        let (d, clock) = table(30);
+        assert!(report(&d, &visitor(1)));
+        assert!(!report(&d, &visitor(1)));
+        clock.advance_secs(29);
+        assert!(!report(&d, &visitor(1)));
+        clock.advance_secs(1);
+        assert!(report(&d, &visitor(1)));
+        assert!(!report(&d, &visitor(1)));
+    }
+
+    #[test]
+    fn unmarked_reports_stay_due() {
+        let (d, _) = table(30);
+        assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
+        assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
+    }
+
+    #[test]
+    fn kinds_are_apart_and_hiding_is_a_change() {
+        let (d, _) = table(30);
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+        assert!(report(&d, &Who::Visitor(ip)));
+        assert!(report(&d, &Who::Bot(ip)));
+        assert!(report(&d, &user("alice", false)));
+        assert!(!report(&d, &user("alice", false)));
+        assert!(report(&d, &user("alice", true)));
+        assert!(!report(&d, &user("alice", true)));
+        assert!(report(&d, &user("alice", false)));
+    }
+
+    #[test]
+    fn a_clock_that_goes_back_makes_members_due() {
+        let (d, clock) = table(30);
+        assert!(report(&d, &visitor(1)));
+        clock.advance_secs(-1);
+        assert!(report(&d, &visitor(1)));
+    }
+
+    #[test]
+    fn forgotten_members_are_due() {
+        let (d, _) = table(30);
+        assert!(report(&d, &visitor(7)));
+        d.forget(&visitor(7));
+        assert!(report(&d, &visitor(7)));
+    }
+
+    #[test]
+    fn zero_resolution_hands_everything_on() {
+        let (d, _) = table(0);
+        assert!(report(&d, &visitor(1)));
+        assert!(report(&d, &visitor(1)));
+        d.forget(&visitor(1));
+    }
+
+    #[test]
+    fn a_flood_stays_in_place_and_recent_members_mostly_stay_known() {
+        let (d, clock) = table(30);
+        // Ten thousand regulars, then a flood of a million one-off visitors.
+        for i in 0..10_000 {
+            assert!(report(&d, &visitor(i)));
+        }
+        for i in 0..1_000_000 {
+            report(&d, &visitor(1_000_000 + i));
+        }
+        // The flood evicted regulars (they are written once more): never wrong.
+        clock.advance_secs(1);
+        let known = (0..10_000).filter(|&i| !report(&d, &visitor(i))).count();
+        assert!(known < 10_000);
+        // Without a flood, a working set well under capacity is nearly all kept
+        // (a bucket that draws more than eight members churns).
+        let (d, _) = table(30);
+        for i in 0..20_000 {
+            assert!(report(&d, &visitor(i)));
+        }
+        let known = (0..20_000).filter(|&i| !report(&d, &visitor(i))).count();
+        assert!(known > 19_900, "{known} of 20000 kept");
+    }
+}

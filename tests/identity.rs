@@ -1,0 +1,204 @@
+//! Identities users can trust: bots, hidden users, route filters, proxy headers.
+
+mod common;
+
+use common::{Site, Stack, request_from};
+use whos_online::{BotFilter, ClientIpSource, User, identify_fn};
+
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
+
+async fn visit_with_agent(site: &Site, ip: &str, agent: &str) {
+    let mut req = request_from(ip, "/");
+    req.headers_mut()
+        .insert("user-agent", agent.parse().unwrap());
+    assert_eq!(site.send(req).await.status(), 200);
+}
+
+async fn bots_are_counted_apart_and_never_raise_the_record(stack: Stack) {
+    let site = Site::new(stack).await;
+    for i in 0..5 {
+        visit_with_agent(&site, &format!("66.249.66.{i}"), GOOGLEBOT).await;
+    }
+    visit_with_agent(&site, "10.0.0.1", FIREFOX).await;
+    // A logged-in user is a user whatever the agent says.
+    let mut req = request_from("10.0.0.2", "/");
+    req.headers_mut()
+        .insert("user-agent", GOOGLEBOT.parse().unwrap());
+    req.headers_mut().insert("x-user", "alice".parse().unwrap());
+    site.send(req).await;
+    site.whos.flush().await.unwrap();
+
+    let (_, body) = site.get_json("/online").await;
+    assert_eq!(body["bot_count"], 5);
+    assert_eq!(body["visitor_count"], 1);
+    assert_eq!(body["users"], serde_json::json!(["alice"]));
+
+    site.whos.flush().await.unwrap();
+    let tick = site.whos.tick_now().await.unwrap();
+    assert_eq!(tick.counts.bots, 5);
+    // The record counts one visitor (10.0.0.1) plus the /online poll (127.0.0.1).
+    assert_eq!(tick.record.max_visitors, 2);
+    assert_eq!(tick.record.max_users, 1);
+    assert_eq!(site.whos.bot_count().await.unwrap(), 5);
+}
+
+async fn bot_filter_can_be_replaced_or_turned_off(stack: Stack) {
+    let site = Site::with(stack, |b| b.bots(BotFilter::none())).await;
+    visit_with_agent(&site, "66.249.66.1", GOOGLEBOT).await;
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.visitor_count().await.unwrap(), 1);
+    assert_eq!(site.whos.bot_count().await.unwrap(), 0);
+
+    let site = Site::with(stack, |b| b.bots(BotFilter::new(["firefox"]))).await;
+    visit_with_agent(&site, "10.0.0.1", FIREFOX).await;
+    visit_with_agent(&site, "66.249.66.1", GOOGLEBOT).await;
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.bot_count().await.unwrap(), 1);
+    assert_eq!(site.whos.visitor_count().await.unwrap(), 1);
+}
+
+async fn hidden_users_are_counted_never_listed(stack: Stack) {
+    let site = Site::with(stack, |b| {
+        b.identify_users(identify_fn(|req| {
+            let user = req.headers.get("x-user").map(|v| {
+                User::new(v.to_str().unwrap()).with_hidden(req.headers.contains_key("x-hidden"))
+            });
+            async move { user }
+        }))
+    })
+    .await;
+    site.visit_as("alice", "10.0.0.1").await;
+    let mut req = request_from("10.0.0.2", "/");
+    req.headers_mut().insert("x-user", "ghost".parse().unwrap());
+    req.headers_mut().insert("x-hidden", "1".parse().unwrap());
+    site.send(req).await;
+    site.whos.flush().await.unwrap();
+
+    let (_, body) = site.get_json("/online").await;
+    assert_eq!(body["users"], serde_json::json!(["alice"]));
+    assert_eq!(body["user_count"], 2);
+    assert!(!body.to_string().contains("ghost"));
+    assert_eq!(site.whos.users_online(10).await.unwrap(), ["alice"]);
+    assert_eq!(site.whos.user_count().await.unwrap(), 2);
+    // Hidden users count toward the record.
+    assert_eq!(site.whos.tick_now().await.unwrap().record.max_users, 2);
+}
+
+async fn skipped_routes_are_not_reported(stack: Stack) {
+    let site = Site::with(stack, |b| {
+        b.skip_path_prefix("/static")
+            .skip_if(|req| req.uri.path() == "/online")
+    })
+    .await;
+    for uri in ["/static", "/static/app.css", "/online", "/online?limit=1"] {
+        site.send(request_from("10.0.0.1", uri)).await;
+    }
+    site.send(request_from("10.0.0.2", "/statistics")).await;
+    site.whos.flush().await.unwrap();
+    let (_, body) = site.get_json("/online").await;
+    // Only /statistics (a 404, but a request all the same) was reported.
+    assert_eq!(body["visitor_count"], 1);
+}
+
+async fn repeated_and_spoofed_proxy_headers(stack: Stack) {
+    // X-Real-IP is single-valued: repeated, it is ambiguous and the peer is used.
+    let site = Site::with(stack, |b| b.client_ip_source(ClientIpSource::XRealIp)).await;
+    let mut req = request_from("10.0.0.1", "/");
+    req.headers_mut()
+        .append("x-real-ip", "198.51.100.1".parse().unwrap());
+    req.headers_mut()
+        .append("x-real-ip", "198.51.100.2".parse().unwrap());
+    site.send(req).await;
+    let mut req = request_from("10.0.0.1", "/");
+    req.headers_mut()
+        .insert("x-real-ip", "198.51.100.3".parse().unwrap());
+    site.send(req).await;
+    site.whos.flush().await.unwrap();
+    // The peer 10.0.0.1 and 198.51.100.3.
+    assert_eq!(site.whos.visitor_count().await.unwrap(), 2);
+
+    // X-Forwarded-For across repeated headers: the rightmost entry of the last
+    // header is what our proxy appended; what the client sent is ignored.
+    let site = Site::with(stack, |b| {
+        b.client_ip_source(ClientIpSource::RightmostXForwardedFor)
+    })
+    .await;
+    for spoof in ["1.1.1.1", "2.2.2.2", "3.3.3.3"] {
+        let mut req = request_from("10.0.0.1", "/");
+        req.headers_mut()
+            .append("x-forwarded-for", spoof.parse().unwrap());
+        req.headers_mut()
+            .append("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        site.send(req).await;
+    }
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.visitor_count().await.unwrap(), 1);
+}
+
+on_both_stacks!(
+    bots_are_counted_apart_and_never_raise_the_record,
+    bot_filter_can_be_replaced_or_turned_off,
+    hidden_users_are_counted_never_listed,
+    skipped_routes_are_not_reported,
+    repeated_and_spoofed_proxy_headers,
+);
+
+/// The `tower-sessions` adapter: the name under one key, "hidden" under another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_user_reads_name_and_hidden_flag() {
+    use axum::routing::get;
+    use tower::ServiceExt;
+    use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
+
+    let site = Site::with(Stack::Memory, |b| {
+        b.identify_users(whos_online::SessionUser::new("username").with_hidden_key("hidden"))
+    })
+    .await;
+    let app = axum::Router::new()
+        .route(
+            "/login/{name}/{hidden}",
+            get(
+                |session: Session,
+                 axum::extract::Path((name, hidden)): axum::extract::Path<(String, bool)>| async move {
+                    session.insert("username", name).await.unwrap();
+                    session.insert("hidden", hidden).await.unwrap();
+                },
+            ),
+        )
+        .route("/", get(|| async { "hi" }))
+        .merge(site.whos.router())
+        .layer(site.whos.layer())
+        .layer(SessionManagerLayer::new(MemoryStore::default()));
+
+    let mut cookies = Vec::new();
+    for (i, (name, hidden)) in [("alice", false), ("ghost", true)].into_iter().enumerate() {
+        let res = app
+            .clone()
+            .oneshot(request_from(
+                &format!("10.0.0.{i}"),
+                &format!("/login/{name}/{hidden}"),
+            ))
+            .await
+            .unwrap();
+        let cookie = res.headers()["set-cookie"].to_str().unwrap();
+        cookies.push(cookie.split(';').next().unwrap().to_owned());
+    }
+    // The login requests themselves already count as the user: the session is
+    // read after the handler ran.
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(10).await.unwrap();
+    assert_eq!(online.users, ["alice"]);
+    assert_eq!((online.user_count, online.visitor_count), (2, 0));
+
+    let mut req = request_from("10.0.0.9", "/");
+    req.headers_mut()
+        .insert("cookie", cookies[1].parse().unwrap());
+    app.clone().oneshot(req).await.unwrap();
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(10).await.unwrap();
+    assert_eq!(
+        (online.users.len(), online.user_count, online.visitor_count),
+        (1, 2, 0)
+    );
+}

@@ -1,0 +1,77 @@
+//! The OpenAPI document served by the fragment, and responses that validate
+//! against it.
+
+mod common;
+
+use common::{Site, Stack};
+use http::StatusCode;
+use serde_json::{Value, json};
+
+/// Validates `instance` against the schema of `status` for `path` in `doc`.
+fn validate(doc: &Value, path: &str, status: u16, instance: &Value) {
+    let schema_ref = doc["paths"][path]["get"]["responses"][status.to_string()]["content"]
+        ["application/json"]["schema"]
+        .clone();
+    assert!(schema_ref.is_object(), "no schema for {path} {status}");
+    // Resolve `#/components/...` against the whole document.
+    let mut root = doc.clone();
+    root.as_object_mut()
+        .unwrap()
+        .insert("$ref".into(), schema_ref["$ref"].clone());
+    root.as_object_mut().unwrap().insert(
+        "$schema".into(),
+        json!("https://json-schema.org/draft/2020-12/schema"),
+    );
+    let validator = jsonschema::validator_for(&root).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{path} {status}: {instance} -> {errors:?}"
+    );
+    // And the validator is not vacuous: a wrong shape fails.
+    assert!(
+        !validator.is_valid(&json!({"users": 5})),
+        "{path} {status} accepts anything"
+    );
+}
+
+async fn served_responses_match_the_document(stack: Stack) {
+    let site = Site::new(stack).await;
+    let (status, doc) = site.get_json("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc, serde_json::to_value(whos_online::openapi()).unwrap());
+
+    // Empty record (null dates), then a full one.
+    let (_, stats) = site.get_json("/stats").await;
+    validate(&doc, "/stats", 200, &stats);
+    site.visit_as("alice", "10.0.0.1").await;
+    site.visit("10.0.0.2").await;
+    site.whos.flush().await.unwrap();
+    site.whos.tick_now().await.unwrap();
+    let (_, stats) = site.get_json("/stats").await;
+    assert!(stats["max_users_date"].is_string());
+    validate(&doc, "/stats", 200, &stats);
+
+    let (_, online) = site.get_json("/online").await;
+    validate(&doc, "/online", 200, &online);
+    let (status, err) = site.get_json("/online?limit=abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    validate(&doc, "/online", 400, &err);
+}
+
+async fn the_document_can_be_turned_off(stack: Stack) {
+    let site = Site::with(stack, |b| b.serve_openapi(false)).await;
+    let res = site
+        .send(common::request_from("10.0.0.1", "/openapi.json"))
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
+
+on_both_stacks!(
+    served_responses_match_the_document,
+    the_document_can_be_turned_off
+);
