@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 visitors=10000 users=1000
-duration=5 warmup=2 rounds=5 write_phase=32
+duration=3 warmup=2 rounds=7 write_phase=32
 threads=1 conns=32
 server_cpu=1 load_cpu=0
 port=3901
@@ -161,8 +161,7 @@ run_one() { # mode results-file seconds
   kill -TERM "$server_pid"
   wait "$server_pid" || true
   server_pid=
-  rcli del "{$prefix}:users" "{$prefix}:hidden" "{$prefix}:visitors" "{$prefix}:bots" \
-    "{$prefix}:record" "{$prefix}:tick-lease" >/dev/null
+  rcli --scan --pattern "{$prefix}*" | xargs -r redis-cli -u "$REDIS_URL" unlink >/dev/null
   line=$(grep '^RESULT' <<<"$out") || { echo "$out" >&2; exit 1; }
   awk -v mode="$mode" -v r0="$r0" -v r1="$r1" -v c0="$c0" -v c1="$c1" '
     {

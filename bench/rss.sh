@@ -80,8 +80,7 @@ for mode in $modes; do
     held=$(rcli zcard "{$prefix}:visitors")
     notes="$notes; $stats; visitors in Redis: $held"
   fi
-  rcli del "{$prefix}:users" "{$prefix}:hidden" "{$prefix}:visitors" "{$prefix}:bots" \
-    "{$prefix}:record" "{$prefix}:tick-lease" >/dev/null
+  rcli --scan --pattern "{$prefix}*" | xargs -r redis-cli -u "$REDIS_URL" unlink >/dev/null
   line=$(grep '^RESULT' <<<"$out")
   awk -v mode="$mode" -v peak="$peak" -v final="$final" -v notes="$notes" '{
       for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }

@@ -228,15 +228,31 @@ fn benches(c: &mut Criterion) {
             w.shutdown().await;
             let pool = whos_online::redis_pool(&redis_url()).unwrap();
             if let Ok(mut conn) = pool.get().await {
-                let p = format!("whos_bench_layer_{}", std::process::id());
-                let keys: Vec<String> = ["users", "hidden", "visitors", "bots", "record"]
-                    .iter()
-                    .map(|k| format!("{{{p}}}:{k}"))
-                    .collect();
-                let _: Result<(), _> = deadpool_redis::redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut conn)
-                    .await;
+                // Every key of the prefix: the sets, and whatever else it made.
+                let pattern = format!("{{whos_bench_layer_{}}}*", std::process::id());
+                let mut cursor = 0u64;
+                loop {
+                    let Ok((next, keys)): Result<(u64, Vec<String>), _> =
+                        deadpool_redis::redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .query_async(&mut conn)
+                            .await
+                    else {
+                        break;
+                    };
+                    if !keys.is_empty() {
+                        let _: Result<(), _> = deadpool_redis::redis::cmd("UNLINK")
+                            .arg(keys)
+                            .query_async(&mut conn)
+                            .await;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
             }
         });
     } else {
@@ -272,5 +288,8 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     benches(&mut c);
     c.final_summary();
-    summary();
+    // `--test` runs each case once: no figures worth a table.
+    if !std::env::args().any(|a| a == "--test") {
+        summary();
+    }
 }

@@ -335,8 +335,10 @@ impl Builder {
     /// How fresh a member's stored last-seen time is kept (default 30 s): a member
     /// already handed on for writing within the last `resolution` is not handed
     /// on again, so a busy member costs one write per `resolution`, not one per
-    /// request. The check runs in the layer against a fixed-size table (512 KiB),
-    /// so memory stays bounded under a flood of distinct visitors.
+    /// request. Each member falls due after a fixed share of 3/4 to all of it, so
+    /// members first seen together are not all written again in the same second.
+    /// The check runs in the layer against a fixed-size table (512 KiB), so memory
+    /// stays bounded under a flood of distinct visitors.
     ///
     /// A member therefore leaves the count up to `resolution` early. Whole
     /// seconds count; it is capped at a tenth of the [`window`](Self::window);

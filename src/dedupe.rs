@@ -9,10 +9,15 @@
 //! visitors arrive; when it is full, the entry seen longest ago in a bucket gives
 //! way, and the member it held is merely written again.
 //!
+//! A member falls due after 3/4 to all of `resolution`, a share fixed by its
+//! hash, so that members first seen together (after a restart) do not fall due
+//! together every `resolution` and make one large write.
+//!
 //! The table may forget (that costs one more write, which the reporter coalesces
 //! anyway) but never invents: a member is only skipped while an entry with its
-//! tag says it was queued less than `resolution` ago with the same hidden flag,
-//! and an entry is only written after the report went into the queue. Times come
+//! tag says it was queued less than `resolution` ago with the same hidden flag:
+//! an entry is written just before its report goes into the queue, and taken
+//! back if the queue refuses it, or forgotten if the reporter drops it. Times come
 //! from the crate's [`Clock`], so a [`ManualClock`](crate::ManualClock) drives it
 //! in tests; a clock that goes back makes every entry due.
 //!
@@ -34,7 +39,7 @@ use crate::reporter::Who;
 pub(crate) const WAYS: usize = 8;
 /// Entries in the table: 65 536 (512 KiB). Room for about 30 000 members
 /// active within one resolution before buckets overflow; the size was measured
-/// against 32 Ki and 128 Ki entries (see `bench/README.md`).
+/// against 16, 32 and 128 Ki entries (see `bench/README.md`).
 pub(crate) const CAPACITY: usize = 64 * 1024;
 
 const TIME_BITS: u32 = 31;
@@ -75,16 +80,18 @@ impl std::fmt::Debug for Dedupe {
 pub(crate) enum Verdict {
     /// Handed on less than `resolution` ago: skip it.
     Recent,
-    /// Hand it on, then [`Dedupe::mark`] the ticket once it is in the queue.
+    /// Hand it on: [`Dedupe::mark`] the ticket first, and
+    /// [`Dedupe::unmark`] it if the report could not be queued.
     Due(Ticket),
 }
 
-/// Where and what to write once a report is queued.
+/// Where and what to write for a report that is handed on, and what was there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Ticket {
     bucket: usize,
     way: usize,
     entry: u64,
+    old: u64,
 }
 
 impl Dedupe {
@@ -133,13 +140,25 @@ impl Dedupe {
         (bucket, tag << 32)
     }
 
-    /// Whether `who` was handed on less than `resolution` ago.
+    /// How long an entry with `tag` stays fresh: the resolution less up to a
+    /// quarter of it, fixed per member. Members first seen together (after a
+    /// restart, say) would otherwise all fall due in the same second, every
+    /// resolution, and make one large write; spread out, they make several small
+    /// ones. The cost: up to a quarter more writes than a flat resolution.
+    fn fresh_for(&self, tag: u64) -> u64 {
+        let spread = (self.resolution / 4).max(1);
+        self.resolution - (((tag >> 32) * spread) >> 32)
+    }
+
+    /// Whether `who` was handed on less than `resolution` ago (less a fixed
+    /// part of a quarter of it per member, see `fresh_for`).
     pub(crate) fn check(&self, who: &Who) -> Verdict {
         if self.resolution == 0 {
             return Verdict::Due(Ticket {
                 bucket: usize::MAX,
                 way: 0,
                 entry: 0,
+                old: 0,
             });
         }
         let now = (self.clock.unix_secs() as u64) & TIME_MASK;
@@ -149,29 +168,44 @@ impl Dedupe {
         let slots = &self.buckets[bucket].0;
         // The way to write if due: this member's entry, else a free one, else the
         // one handed on longest ago.
-        let (mut way, mut oldest) = (0, 0);
+        let (mut way, mut oldest, mut old) = (0, 0, slots[0].load(Relaxed));
         for (i, slot) in slots.iter().enumerate() {
-            let e = slot.load(Relaxed);
+            let e = if i == 0 { old } else { slot.load(Relaxed) };
             let age = now.wrapping_sub(e & TIME_MASK) & TIME_MASK;
             if e & !(TIME_MASK | HIDDEN_BIT) == tag {
-                if (e ^ entry) & HIDDEN_BIT == 0 && age < self.resolution {
+                if (e ^ entry) & HIDDEN_BIT == 0 && age < self.fresh_for(tag) {
                     return Verdict::Recent;
                 }
-                way = i;
+                (way, old) = (i, e);
                 break;
             }
             let age = if e == 0 { u64::MAX } else { age };
             if age > oldest {
-                (way, oldest) = (i, age);
+                (way, oldest, old) = (i, age, e);
             }
         }
-        Verdict::Due(Ticket { bucket, way, entry })
+        Verdict::Due(Ticket {
+            bucket,
+            way,
+            entry,
+            old,
+        })
     }
 
-    /// Records that the report behind `ticket` is in the queue.
+    /// Records that the report behind `ticket` is handed on. Done before it is
+    /// queued, so that the reporter, which may take it at once, can
+    /// [`forget`](Self::forget) it.
     pub(crate) fn mark(&self, ticket: Ticket) {
         if let Some(b) = self.buckets.get(ticket.bucket) {
             b.0[ticket.way].store(ticket.entry, Relaxed);
+        }
+    }
+
+    /// Takes back a [`mark`](Self::mark) whose report could not be queued,
+    /// unless the entry has changed since.
+    pub(crate) fn unmark(&self, ticket: Ticket) {
+        if let Some(b) = self.buckets.get(ticket.bucket) {
+            let _ = b.0[ticket.way].compare_exchange(ticket.entry, ticket.old, Relaxed, Relaxed);
         }
     }
 
@@ -267,17 +301,43 @@ mod tests {
         let (d, clock) = table(30);
         assert!(report(&d, &visitor(1)));
         assert!(!report(&d, &visitor(1)));
-        clock.advance_secs(29);
+        // Fresh for at least three quarters of the resolution, due after all of it.
+        clock.advance_secs(22);
         assert!(!report(&d, &visitor(1)));
-        clock.advance_secs(1);
+        clock.advance_secs(8);
         assert!(report(&d, &visitor(1)));
         assert!(!report(&d, &visitor(1)));
+    }
+
+    #[test]
+    fn members_first_seen_together_fall_due_apart() {
+        let (d, clock) = table(30);
+        for i in 0..1000 {
+            assert!(report(&d, &visitor(i)));
+        }
+        let mut due_at = [0; 31];
+        for (s, slot) in due_at.iter_mut().enumerate().skip(1) {
+            clock.advance_secs(1);
+            *slot = (0..1000).filter(|&i| report(&d, &visitor(i))).count();
+            assert!(s >= 23 || *slot == 0, "{s} s: {slot} due");
+        }
+        // Every member fell due once, over the last quarter of the resolution.
+        assert_eq!(due_at.iter().sum::<usize>(), 1000);
+        assert!(due_at.iter().all(|&n| n < 300), "{due_at:?}");
     }
 
     #[test]
     fn unmarked_reports_stay_due() {
         let (d, _) = table(30);
         assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
+        assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
+        // A report the queue refused: marked, then taken back.
+        let Verdict::Due(t) = d.check(&visitor(1)) else {
+            panic!("due")
+        };
+        d.mark(t);
+        assert_eq!(d.check(&visitor(1)), Verdict::Recent);
+        d.unmark(t);
         assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
     }
 

@@ -39,12 +39,13 @@ impl Reporting {
             Verdict::Recent => return,
             Verdict::Due(ticket) => ticket,
         };
+        // Marked before the send: the reporter may take the report, and forget
+        // it if it has to drop it, before this thread goes on.
+        self.dedupe.mark(ticket);
         match self.tx.try_send(Msg::Seen(who)) {
-            Ok(()) => {
-                self.dedupe.mark(ticket);
-                incr(&self.counters.reports_queued);
-            }
+            Ok(()) => incr(&self.counters.reports_queued),
             Err(e) => {
+                self.dedupe.unmark(ticket);
                 incr(&self.counters.reports_dropped);
                 if self.drop_log.allow(10) {
                     let reason = match e {

@@ -19,13 +19,14 @@ async fn busy_members_are_queued_once_per_resolution(stack: Stack) {
     let online = site.whos.online(10).await.unwrap();
     assert_eq!((online.user_count, online.visitor_count), (1, 1));
 
-    // The default resolution is 30 s: at 29 s they are still fresh, at 30 s due.
-    site.clock.advance_secs(29);
+    // The default resolution is 30 s: a member stays fresh for 23 to 30 s of it
+    // (a fixed part per member, so that members seen together fall due apart).
+    site.clock.advance_secs(22);
     site.visit("10.0.0.1").await;
     site.visit_as("alice", "10.0.0.2").await;
     site.whos.flush().await.unwrap();
     assert_eq!(site.whos.counters().reports_queued, 2);
-    site.clock.advance_secs(1);
+    site.clock.advance_secs(8);
     site.visit("10.0.0.1").await;
     site.visit_as("alice", "10.0.0.2").await;
     site.whos.flush().await.unwrap();
@@ -110,10 +111,11 @@ async fn resolution_is_capped_at_a_tenth_of_the_window(stack: Stack) {
             .resolution(Duration::from_secs(300))
     })
     .await;
+    // A tenth of 60 s is 6 s: fresh at 4 s, due at 6 s.
     site.visit("10.0.0.1").await;
-    site.clock.advance_secs(5);
+    site.clock.advance_secs(4);
     site.visit("10.0.0.1").await;
-    site.clock.advance_secs(1);
+    site.clock.advance_secs(2);
     site.visit("10.0.0.1").await;
     site.whos.flush().await.unwrap();
     assert_eq!(site.whos.counters().reports_queued, 2);
@@ -150,11 +152,11 @@ async fn scores_move_once_per_resolution() {
     site.visit_as("alice", "10.0.0.1").await;
     site.whos.flush().await.unwrap();
     assert_eq!(score().await, Some(t0));
-    site.clock.advance_secs(10);
+    site.clock.advance_secs(20);
     site.visit_as("alice", "10.0.0.1").await;
     site.whos.flush().await.unwrap();
     assert_eq!(score().await, Some(t0));
-    site.clock.advance_secs(20);
+    site.clock.advance_secs(10);
     site.visit_as("alice", "10.0.0.1").await;
     site.whos.flush().await.unwrap();
     assert_eq!(score().await, Some(t0 + 30));
