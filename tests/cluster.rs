@@ -6,9 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use common::request_from;
 use common::servers::RedisCluster;
-use tower::ServiceExt;
+use common::{fragment, page};
 use whos_online::{PostgresRecord, RecordStore, WhosOnline, redis_cluster_pool};
 
 fn app(whos: &WhosOnline) -> Router {
@@ -16,24 +15,6 @@ fn app(whos: &WhosOnline) -> Router {
         .route("/", axum::routing::get(|| async { "hello" }))
         .merge(whos.router())
         .layer(whos.layer())
-}
-
-async fn page(app: &Router, user: Option<&str>, ip: &str) {
-    let mut req = request_from(ip, "/");
-    if let Some(u) = user {
-        req.headers_mut().insert("x-user", u.parse().unwrap());
-    }
-    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
-}
-
-async fn fragment(whos: &WhosOnline, uri: &str) -> serde_json::Value {
-    let res = whos
-        .router::<()>()
-        .oneshot(request_from("127.0.0.1", uri))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    common::json(res).await
 }
 
 /// Two instances on one cluster: writes, reads, ticks, the record cache, the lease

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use axum::Router;
 use chrono::{DateTime, Utc};
-use common::{ClockExt, request_from};
+use common::{ClockExt, fragment, page};
 use deadpool_redis::redis;
-use tower::ServiceExt;
 use whos_online::{Clock, ManualClock, PostgresRecord, RecordStore, WhosOnline, redis_pool};
 
 /// The host app of one instance: a page, the fragment and the layer.
@@ -18,27 +17,6 @@ fn app(whos: &WhosOnline) -> Router {
         .route("/", axum::routing::get(|| async { "hello" }))
         .merge(whos.router())
         .layer(whos.layer())
-}
-
-/// GET `uri` on the fragment alone (not through the layer, so that reading does
-/// not itself report a visitor).
-async fn fragment(whos: &WhosOnline, uri: &str) -> serde_json::Value {
-    let res = whos
-        .router::<()>()
-        .oneshot(request_from("127.0.0.1", uri))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    common::json(res).await
-}
-
-async fn page(app: &Router, user: Option<&str>, ip: &str) {
-    let mut req = request_from(ip, "/");
-    if let Some(u) = user {
-        req.headers_mut().insert("x-user", u.parse().unwrap());
-    }
-    let res = app.clone().oneshot(req).await.unwrap();
-    assert_eq!(res.status(), 200);
 }
 
 /// One wave of `users` distinct users and `visitors` distinct addresses, sent to

@@ -189,16 +189,10 @@ async fn the_stored_visitor_is_the_rightmost_forwarded_address() {
         .insert("x-forwarded-for", "6.6.6.6, 203.0.113.5".parse().unwrap());
     site.send(req).await;
     site.whos.flush().await.unwrap();
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
-    let mut conn = pool.get().await.unwrap();
-    let members: Vec<String> = deadpool_redis::redis::cmd("ZRANGE")
-        .arg(format!("{{{}}}:visitors", site.prefix))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(members, ["203.0.113.5"]);
+    assert_eq!(
+        common::redis_members(&site.prefix, "visitors").await,
+        ["203.0.113.5"]
+    );
 }
 
 struct GatedStore(Arc<Gated>);

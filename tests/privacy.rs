@@ -7,20 +7,6 @@ use common::{Site, Stack};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-async fn stored_visitors(site: &Site) -> Vec<String> {
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
-    let mut conn = pool.get().await.unwrap();
-    let mut members: Vec<String> = deadpool_redis::redis::cmd("ZRANGE")
-        .arg(format!("{{{}}}:visitors", site.prefix))
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    members.sort();
-    members
-}
-
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
     mac.update(data);
@@ -38,7 +24,7 @@ async fn addresses_are_stored_as_keyed_hashes_by_default() {
     site.visit("203.0.113.7").await;
     site.visit("2001:db8::7").await;
     site.whos.flush().await.unwrap();
-    let members = stored_visitors(&site).await;
+    let members = common::redis_members(&site.prefix, "visitors").await;
     assert_eq!(members.len(), 2);
     for m in &members {
         assert_eq!(m.len(), 24, "{m}");
@@ -53,7 +39,10 @@ async fn raw_addresses_only_when_asked_for() {
     let site = Site::with(Stack::Real, |b| b.raw_visitor_addresses(true)).await;
     site.visit("203.0.113.7").await;
     site.whos.flush().await.unwrap();
-    assert_eq!(stored_visitors(&site).await, ["203.0.113.7"]);
+    assert_eq!(
+        common::redis_members(&site.prefix, "visitors").await,
+        ["203.0.113.7"]
+    );
 }
 
 /// The documented scheme, pinned: day key = HMAC(secret, "whos-online day
@@ -66,7 +55,10 @@ async fn a_configured_secret_gives_the_documented_pseudonym() {
     site.whos.flush().await.unwrap();
     let day_key = hmac(b"s3cret", b"whos-online day 2025-11-26");
     let expected = hex(&hmac(&day_key, &[203, 0, 113, 7])[..12]);
-    assert_eq!(stored_visitors(&site).await, [expected]);
+    assert_eq!(
+        common::redis_members(&site.prefix, "visitors").await,
+        [expected]
+    );
 }
 
 /// Without a configured secret, instances share the day's key through Redis, so
@@ -85,7 +77,7 @@ async fn instances_share_the_day_key() {
     b.visit("198.51.100.4").await;
     a.whos.flush().await.unwrap();
     b.whos.flush().await.unwrap();
-    assert_eq!(stored_visitors(&a).await.len(), 1);
+    assert_eq!(common::redis_members(&a.prefix, "visitors").await.len(), 1);
     assert_eq!(a.whos.visitor_count().await.unwrap(), 1);
 }
 
@@ -102,7 +94,7 @@ async fn pseudonyms_rotate_daily(stack: Stack) {
     // Counted twice around midnight, as documented.
     assert_eq!(site.whos.visitor_count().await.unwrap(), 2);
     if stack == Stack::Real {
-        let members = stored_visitors(&site).await;
+        let members = common::redis_members(&site.prefix, "visitors").await;
         assert_eq!(members.len(), 2);
         assert_ne!(members[0], members[1]);
     }

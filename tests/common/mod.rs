@@ -243,6 +243,46 @@ impl Site {
     }
 }
 
+/// A page view of `/` through `app` from `ip`, as the user `user` (the `x-user`
+/// header) or anonymously; the host's request must succeed.
+pub async fn page(app: &axum::Router, user: Option<&str>, ip: &str) {
+    use tower::ServiceExt;
+    let mut req = request_from(ip, "/");
+    if let Some(u) = user {
+        req.headers_mut().insert("x-user", u.parse().unwrap());
+    }
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+}
+
+/// GET `uri` on the fragment alone (not through the layer, so that reading does
+/// not itself report a visitor); must answer 200 with JSON.
+pub async fn fragment(whos: &WhosOnline, uri: &str) -> serde_json::Value {
+    use tower::ServiceExt;
+    let res = whos
+        .router::<()>()
+        .oneshot(request_from("127.0.0.1", uri))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    json(res).await
+}
+
+/// The members of one of a site's sets in the shared Redis (`set` is `users`,
+/// `visitors`, ...), sorted.
+pub async fn redis_members(prefix: &str, set: &str) -> Vec<String> {
+    let pool = whos_online::redis_pool(&redis_url()).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let mut members: Vec<String> = deadpool_redis::redis::cmd("ZRANGE")
+        .arg(format!("{{{prefix}}}:{set}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    members.sort();
+    members
+}
+
 /// A GET request from `ip`, as a server with connect info would hand it over.
 pub fn request_from(ip: &str, uri: &str) -> Request<Body> {
     let addr: SocketAddr = format!("{ip}:40000")
