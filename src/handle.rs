@@ -135,24 +135,7 @@ impl WhosOnline {
     /// The all-time record: from the Redis cache, else from the record store (the
     /// cache is then refilled). Errors only when neither store answers.
     pub async fn record(&self) -> Result<Record> {
-        let s = &self.shared;
-        let cache_up = match s.presence.cached_record().await {
-            Ok(Some(r)) => return Ok(r),
-            Ok(None) => true,
-            Err(e) => {
-                crate::counters::incr(&s.counters.cache_errors);
-                tracing::debug!(error = %e, "whos-online: record cache unreadable");
-                false
-            }
-        };
-        let r = s.record.load().await.inspect_err(|_| {
-            crate::counters::incr(&s.counters.record_errors);
-        })?;
-        if cache_up && let Err(e) = s.presence.cache_record(&r, s.cache_ttl).await {
-            crate::counters::incr(&s.counters.cache_errors);
-            tracing::debug!(error = %e, "whos-online: record cache not written");
-        }
-        Ok(r)
+        self.shared.current_record().await
     }
 
     /// Runs one tick now (prune, count, raise the record), whatever the interval.

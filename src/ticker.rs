@@ -121,7 +121,7 @@ impl Shared {
         }
 
         let mut known = *lock(&state.known);
-        if let Some(current) = self.current_record().await {
+        if let Ok(current) = self.current_record().await {
             known.raise(&current);
         }
 
@@ -238,10 +238,10 @@ impl Shared {
     }
 
     /// The record from the cache, else from the record store (refilling the
-    /// cache); `None` when neither answers.
-    pub(crate) async fn current_record(&self) -> Option<Record> {
+    /// cache); an error only when neither answers.
+    pub(crate) async fn current_record(&self) -> Result<Record> {
         let cache_up = match self.presence.cached_record().await {
-            Ok(Some(r)) => return Some(r),
+            Ok(Some(r)) => return Ok(r),
             Ok(None) => true,
             Err(e) => {
                 incr(&self.counters.cache_errors);
@@ -249,19 +249,14 @@ impl Shared {
                 false
             }
         };
-        match self.record.load().await {
-            Ok(r) => {
-                if cache_up {
-                    self.refill_cache(&r).await;
-                }
-                Some(r)
-            }
-            Err(e) => {
-                incr(&self.counters.record_errors);
-                tracing::debug!(error = %e, "whos-online: record store unreadable");
-                None
-            }
+        let r = self.record.load().await.inspect_err(|e| {
+            incr(&self.counters.record_errors);
+            tracing::debug!(error = %e, "whos-online: record store unreadable");
+        })?;
+        if cache_up {
+            self.refill_cache(&r).await;
         }
+        Ok(r)
     }
 
     async fn refill_cache(&self, record: &Record) {

@@ -11,39 +11,37 @@ use super::{Batch, Counts, Online, PresenceStore};
 use crate::clock::ServerClock;
 use crate::{Error, Record, Result};
 
+/// One pool policy for both pool kinds (their builders are distinct types): at most
+/// 16 connections, and waiting for, creating and recycling one each bounded to 1 s.
+macro_rules! bounded_pool {
+    ($config:expr) => {{
+        let timeout = Some(Duration::from_secs(1));
+        $config
+            .builder()
+            .map_err(|e| Error::RedisConfig(e.to_string()))?
+            .max_size(16)
+            .wait_timeout(timeout)
+            .create_timeout(timeout)
+            .recycle_timeout(timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::RedisConfig(e.to_string()))
+    }};
+}
+
 /// Builds a `deadpool-redis` pool with the timeouts this crate relies on: waiting
 /// for a connection, creating one and recycling one are each bounded, so a dead or
 /// paused Redis makes a background task fail fast instead of hanging.
 pub fn redis_pool(url: &str) -> Result<Pool> {
-    let timeout = Some(Duration::from_secs(1));
-    deadpool_redis::Config::from_url(url)
-        .builder()
-        .map_err(|e| Error::RedisConfig(e.to_string()))?
-        .max_size(16)
-        .wait_timeout(timeout)
-        .create_timeout(timeout)
-        .recycle_timeout(timeout)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| Error::RedisConfig(e.to_string()))
+    bounded_pool!(deadpool_redis::Config::from_url(url))
 }
 
 /// Builds a `deadpool-redis` pool onto a Redis Cluster, from the addresses of one
 /// or more of its nodes (`redis://host:port`), with the same bounded timeouts as
 /// [`redis_pool`]. Hand it to [`Builder::redis_cluster`](crate::Builder::redis_cluster).
 pub fn redis_cluster_pool<S: AsRef<str>>(urls: &[S]) -> Result<cluster::Pool> {
-    let timeout = Some(Duration::from_secs(1));
     let urls: Vec<String> = urls.iter().map(|u| u.as_ref().to_owned()).collect();
-    cluster::Config::from_urls(urls)
-        .builder()
-        .map_err(|e| Error::RedisConfig(e.to_string()))?
-        .max_size(16)
-        .wait_timeout(timeout)
-        .create_timeout(timeout)
-        .recycle_timeout(timeout)
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| Error::RedisConfig(e.to_string()))
+    bounded_pool!(cluster::Config::from_urls(urls))
 }
 
 /// One Redis server, or a Redis Cluster: the two pool kinds behind one store.
