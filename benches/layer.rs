@@ -23,7 +23,7 @@ use axum::routing::get;
 use criterion::Criterion;
 use http::Request;
 use tower::ServiceExt;
-use whos_online::{ClientIpSource, User, WhosOnline, identify_fn};
+use whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 
 const VISITORS: u64 = 10_000;
 const USERS: u64 = 1_000;
@@ -86,13 +86,12 @@ fn whos(rt: &tokio::runtime::Runtime, store: Store, resolution: Option<Duration>
         .prefix(format!("whos_bench_layer_{}", std::process::id()))
         .background_ticker(false)
         .client_ip_source(ClientIpSource::RightmostXForwardedFor)
-        .identify_users(identify_fn(|req| {
-            let user = req
-                .headers
-                .get("x-bench-user")
+        .identify_users(identify_now(|req| {
+            const USER: http::HeaderName = http::HeaderName::from_static("x-bench-user");
+            req.headers
+                .get(&USER)
                 .and_then(|v| v.to_str().ok())
-                .map(User::new);
-            async move { user }
+                .map(User::new)
         }));
     if let Some(r) = resolution {
         b = b.resolution(r);

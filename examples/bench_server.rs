@@ -35,9 +35,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use deadpool_redis::redis;
-use whos_online::{ClientIpSource, User, WhosOnline, identify_fn};
+use http::HeaderName;
+use whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 
-const USER_HEADER: &str = "x-bench-user";
+const USER_HEADER: HeaderName = HeaderName::from_static("x-bench-user");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -151,13 +152,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .redis(whos_online::redis_pool(&redis_url)?)
                 .prefix(&args.prefix)
                 .client_ip_source(ClientIpSource::RightmostXForwardedFor)
-                .identify_users(identify_fn(|req| {
-                    let user = req
-                        .headers
-                        .get(USER_HEADER)
+                .identify_users(identify_now(|req| {
+                    req.headers
+                        .get(&USER_HEADER)
                         .and_then(|v| v.to_str().ok())
-                        .map(User::new);
-                    async move { user }
+                        .map(User::new)
                 }))
                 .build()?;
             let app = app.layer(w.layer());
@@ -245,7 +244,7 @@ struct Naive {
 async fn zadd_per_request(State(s): State<Arc<Naive>>, req: Request, next: Next) -> Response {
     let user = req
         .headers()
-        .get(USER_HEADER)
+        .get(&USER_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(User::new)
         .filter(|u| !u.name().is_empty() && u.name().len() <= whos_online::MAX_USER_NAME_LEN);

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use axum_login::{AuthSession, AuthnBackend};
 use http::request::Parts;
 
-use crate::identity::{IdentifyUser, User, UserFuture};
+use crate::identity::{IdentifyUser, Identity, User};
 
 /// Reads the logged-in user from an `axum-login` [`AuthSession`], naming it with
 /// a function of your user type (return `None` to count the request as a visitor,
@@ -52,9 +52,11 @@ where
     B: AuthnBackend + 'static,
     F: Fn(&B::User) -> Option<User> + Send + Sync + 'static,
 {
-    fn identify(&self, req: &Parts) -> Option<UserFuture> {
-        let session = req.extensions.get::<AuthSession<B>>()?;
-        let user = session.user.as_ref().and_then(&self.name)?;
-        Some(Box::pin(std::future::ready(Some(user))))
+    fn identify(&self, req: &Parts) -> Identity {
+        req.extensions
+            .get::<AuthSession<B>>()
+            .and_then(|session| session.user.as_ref())
+            .and_then(&self.name)
+            .into()
     }
 }

@@ -25,9 +25,17 @@ impl Clock for SystemClock {
         Utc::now()
     }
 
-    /// Straight from `SystemTime`: the de-dup check reads this on every request,
-    /// and skipping chrono's calendar conversion saves ~20 ns there.
+    /// Whole seconds from the kernel's coarse clock where there is one (Linux:
+    /// `CLOCK_REALTIME_COARSE`, read from the vDSO in ~5 ns, at most a few
+    /// milliseconds behind), else from `SystemTime` (~35-60 ns). The de-dup
+    /// check reads this on every request.
     fn unix_secs(&self) -> i64 {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+            t.tv_sec
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
         match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
             Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
             Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),

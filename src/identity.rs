@@ -2,9 +2,10 @@
 //! anonymous visitor, by client address.
 //!
 //! A user hook implements [`IdentifyUser`], in the shape of tower-governor's
-//! `KeyExtractor` but asynchronous. Ready ones: [`NoUsers`] (everyone is a visitor),
-//! [`identify_fn`] (a closure) and, with the `tower-sessions` feature,
-//! [`SessionUser`](crate::SessionUser).
+//! `KeyExtractor`, answering at once or with a future ([`Identity`]). Ready ones:
+//! [`NoUsers`] (everyone is a visitor), [`identify_now`] (a closure that knows at
+//! once), [`identify_fn`] (an async closure) and, with the `tower-sessions`
+//! feature, [`SessionUser`](crate::SessionUser).
 //!
 //! Visitors are keyed by the client IP: the TCP peer address by default (the server
 //! must be started with `into_make_service_with_connect_info::<SocketAddr>()`), or
@@ -12,12 +13,13 @@
 //! missing or malformed, the peer address is used.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 
 use axum::extract::ConnectInfo;
 use axum_client_ip::ClientIpSource;
 use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Longest user name accepted, in bytes; longer names are dropped and counted.
 pub const MAX_USER_NAME_LEN: usize = 256;
@@ -76,19 +78,48 @@ impl User {
     }
 }
 
-/// The future an [`IdentifyUser`] hook returns.
+/// The future an [`IdentifyUser`] hook returns when it cannot answer at once.
 pub type UserFuture = Pin<Box<dyn Future<Output = Option<User>> + Send + 'static>>;
+
+/// What an [`IdentifyUser`] hook says of a request.
+pub enum Identity {
+    /// Not a logged-in user: the request counts as a visitor, or as a bot.
+    Anonymous,
+    /// A logged-in user, known as the request arrives.
+    User(User),
+    /// Known once the response is ready: the future is polled then (so a login
+    /// handler's session change already counts), and, if it cannot finish at
+    /// once, finished on a spawned task. It is never awaited on the request path.
+    Deferred(UserFuture),
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::User(u) => f.debug_tuple("User").field(u).finish(),
+            Self::Deferred(_) => f.write_str("Deferred(..)"),
+        }
+    }
+}
+
+impl From<Option<User>> for Identity {
+    fn from(user: Option<User>) -> Self {
+        user.map_or(Self::Anonymous, Self::User)
+    }
+}
 
 /// Decides whether a request comes from a logged-in user.
 ///
 /// [`identify`](Self::identify) runs before the request reaches the handler and
-/// takes what it needs from the request (a session handle, a header). Its future is
-/// polled once the response is ready, so a login handler's session change already
-/// counts, and it is never awaited on the request path: if it cannot finish at once,
-/// it finishes on a spawned task. Return `None` for "not a user, no work to do".
+/// takes what it needs from the request (a session handle, a header). A hook
+/// that knows at once answers [`Identity::User`] or [`Identity::Anonymous`]: no
+/// allocation, nothing left to run. A hook that must wait (a session store, say)
+/// answers [`Identity::Deferred`]; its future is polled once the response is
+/// ready and never awaited on the request path.
 pub trait IdentifyUser: Send + Sync + 'static {
-    /// Starts identifying the request.
-    fn identify(&self, req: &Parts) -> Option<UserFuture>;
+    /// Identifies the request, or starts to.
+    fn identify(&self, req: &Parts) -> Identity;
 }
 
 /// Nobody is a user: every request counts as a visitor. The default.
@@ -96,12 +127,12 @@ pub trait IdentifyUser: Send + Sync + 'static {
 pub struct NoUsers;
 
 impl IdentifyUser for NoUsers {
-    fn identify(&self, _req: &Parts) -> Option<UserFuture> {
-        None
+    fn identify(&self, _req: &Parts) -> Identity {
+        Identity::Anonymous
     }
 }
 
-/// An [`IdentifyUser`] from a closure; see [`identify_fn`].
+/// An [`IdentifyUser`] from an async closure; see [`identify_fn`].
 #[derive(Clone)]
 pub struct IdentifyFn<F>(F);
 
@@ -112,14 +143,21 @@ impl<F> std::fmt::Debug for IdentifyFn<F> {
 }
 
 /// Makes a user hook of a closure that takes the request's parts and returns a
-/// future of `Option<User>`; the future must own what it uses.
+/// future of `Option<User>`, polled once the response is ready; the future must
+/// own what it uses. For a hook that knows at once, [`identify_now`] is cheaper.
 ///
 /// ```
 /// use whos_online::{identify_fn, User};
-/// // Trust a header set by an authenticating proxy in front of the app.
-/// let hook = identify_fn(|req| {
-///     let name = req.headers.get("x-user").and_then(|v| v.to_str().ok()).map(User::new);
-///     async move { name }
+/// #[derive(Clone)]
+/// struct Directory;
+/// impl Directory {
+///     async fn name_of(&self, token: String) -> Option<String> { Some(token) }
+/// }
+/// let directory = Directory;
+/// let hook = identify_fn(move |req| {
+///     let token = req.headers.get("x-token").and_then(|v| v.to_str().ok()).map(str::to_owned);
+///     let directory = directory.clone();
+///     async move { Some(User::new(directory.name_of(token?).await?)) }
 /// });
 /// # let _ = whos_online::WhosOnline::builder().identify_users(hook);
 /// ```
@@ -136,30 +174,76 @@ where
     F: Fn(&Parts) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Option<User>> + Send + 'static,
 {
-    fn identify(&self, req: &Parts) -> Option<UserFuture> {
-        Some(Box::pin((self.0)(req)))
+    fn identify(&self, req: &Parts) -> Identity {
+        Identity::Deferred(Box::pin((self.0)(req)))
+    }
+}
+
+/// An [`IdentifyUser`] from a plain closure; see [`identify_now`].
+#[derive(Clone)]
+pub struct IdentifyNow<F>(F);
+
+impl<F> std::fmt::Debug for IdentifyNow<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentifyNow")
+    }
+}
+
+/// Makes a user hook of a closure that names the user from the request as it
+/// arrives: no future, no allocation, the cheapest kind of hook.
+///
+/// ```
+/// use http::HeaderName;
+/// use whos_online::{identify_now, User};
+/// // Trust a header set by an authenticating proxy in front of the app.
+/// const X_USER: HeaderName = HeaderName::from_static("x-user");
+/// let hook = identify_now(|req| {
+///     req.headers.get(&X_USER).and_then(|v| v.to_str().ok()).map(User::new)
+/// });
+/// # let _ = whos_online::WhosOnline::builder().identify_users(hook);
+/// ```
+pub fn identify_now<F>(f: F) -> IdentifyNow<F>
+where
+    F: Fn(&Parts) -> Option<User> + Send + Sync + 'static,
+{
+    IdentifyNow(f)
+}
+
+impl<F> IdentifyUser for IdentifyNow<F>
+where
+    F: Fn(&Parts) -> Option<User> + Send + Sync + 'static,
+{
+    fn identify(&self, req: &Parts) -> Identity {
+        (self.0)(req).into()
     }
 }
 
 /// The client address of a request under `source`, falling back to the TCP peer
 /// address when the named header is absent or malformed. IPv4-mapped IPv6
 /// addresses are folded to IPv4 so one client has one identity.
+///
+/// This runs on every request, so the common headers are read here rather than
+/// through `client-ip`: a static header name, the value's bytes, and a plain
+/// IPv4 parser before the standard one.
 pub(crate) fn client_ip(source: &ClientIpSource, req: &Parts) -> Option<IpAddr> {
     let headers = &req.headers;
     let from_header = match source {
         ClientIpSource::ConnectInfo => None,
-        ClientIpSource::RightmostXForwardedFor => {
-            client_ip::rightmost_x_forwarded_for(headers).ok()
+        ClientIpSource::RightmostXForwardedFor => last_value(headers, &X_FORWARDED_FOR)
+            .and_then(|v| parse_ip(v.rsplit(|&b| b == b',').next().unwrap_or(v))),
+        ClientIpSource::XRealIp => single_value(headers, &X_REAL_IP).and_then(parse_ip),
+        ClientIpSource::CfConnectingIp => {
+            single_value(headers, &CF_CONNECTING_IP).and_then(parse_ip)
+        }
+        ClientIpSource::TrueClientIp => single_value(headers, &TRUE_CLIENT_IP).and_then(parse_ip),
+        ClientIpSource::FlyClientIp => single_value(headers, &FLY_CLIENT_IP).and_then(parse_ip),
+        ClientIpSource::XEnvoyExternalAddress => {
+            single_value(headers, &X_ENVOY_EXTERNAL_ADDRESS).and_then(parse_ip)
         }
         ClientIpSource::RightmostForwarded => client_ip::rightmost_forwarded(headers).ok(),
-        ClientIpSource::XRealIp => client_ip::x_real_ip(headers).ok(),
-        ClientIpSource::CfConnectingIp => client_ip::cf_connecting_ip(headers).ok(),
-        ClientIpSource::TrueClientIp => client_ip::true_client_ip(headers).ok(),
-        ClientIpSource::FlyClientIp => client_ip::fly_client_ip(headers).ok(),
         ClientIpSource::CloudFrontViewerAddress => {
             client_ip::cloudfront_viewer_address(headers).ok()
         }
-        ClientIpSource::XEnvoyExternalAddress => client_ip::x_envoy_external_address(headers).ok(),
         _ => None,
     };
     from_header
@@ -169,4 +253,152 @@ pub(crate) fn client_ip(source: &ClientIpSource, req: &Parts) -> Option<IpAddr> 
                 .map(|ci| ci.0.ip())
         })
         .map(|ip| ip.to_canonical())
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
+const TRUE_CLIENT_IP: HeaderName = HeaderName::from_static("true-client-ip");
+const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
+const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+
+/// The value of the last `name` header: the one the nearest proxy wrote.
+fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    headers
+        .get_all(name)
+        .iter()
+        .next_back()
+        .map(HeaderValue::as_bytes)
+}
+
+/// The value of a header that must occur once: repeated, it is ambiguous (a
+/// client may have sent one of its own), so none is trusted.
+fn single_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => Some(v.as_bytes()),
+        _ => None,
+    }
+}
+
+/// An IP address, with surrounding ASCII whitespace, in the standard syntax.
+/// Dotted IPv4 takes a plain loop; everything else goes to the standard parser,
+/// so what is accepted is exactly what `IpAddr::from_str` accepts.
+pub(crate) fn parse_ip(bytes: &[u8]) -> Option<IpAddr> {
+    let bytes = bytes.trim_ascii();
+    if let Some(v4) = parse_ipv4(bytes) {
+        return Some(IpAddr::V4(v4));
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Four decimal octets, 0 to 255, without leading zeros (as the standard parser
+/// demands); `None` for anything else.
+fn parse_ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut part, mut value, mut digits) = (0, 0u32, 0);
+    for &b in bytes {
+        if b == b'.' {
+            if digits == 0 || part == 3 {
+                return None;
+            }
+            octets[part] = value as u8;
+            (part, value, digits) = (part + 1, 0, 0);
+        } else if b.is_ascii_digit() {
+            if digits > 0 && value == 0 {
+                return None;
+            }
+            value = value * 10 + u32::from(b - b'0');
+            digits += 1;
+            if value > 255 {
+                return None;
+            }
+        } else {
+            return None;
+        }
+    }
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(Ipv4Addr::from(octets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast parser accepts exactly what the standard one does, with the same
+    /// value, on the tricky cases and on a large generated set.
+    #[test]
+    fn parse_ip_agrees_with_the_standard_parser() {
+        let mut cases: Vec<String> = [
+            "",
+            " ",
+            ".",
+            "1.2.3.4",
+            " 1.2.3.4\t",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "01.2.3.4",
+            "1.2.3.00",
+            "1.2.3.0",
+            "00.0.0.0",
+            "1.2.3.4 ",
+            "1.2.3.4,",
+            "1.2.3.-4",
+            "+1.2.3.4",
+            "1.2.3.4:80",
+            "0x1.2.3.4",
+            "1000.1.1.1",
+            "1.2.3.999",
+            "::1",
+            "::ffff:1.2.3.4",
+            "2001:db8::1",
+            "[::1]",
+            "fe80::1%eth0",
+            "1.2.3.4\u{0}",
+            "\u{e9}1.2.3.4",
+            "unknown",
+            "1.2.3.4/24",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every string of up to 6 characters over a small alphabet.
+        let alphabet = ['0', '1', '2', '5', '9', '.', ':', 'a', ' '];
+        let mut frontier = vec![String::new()];
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for s in &frontier {
+                for c in alphabet {
+                    next.push(format!("{s}{c}"));
+                }
+            }
+            cases.extend(next.iter().cloned());
+            frontier = next;
+        }
+        // Octets around the edges, in every position.
+        for a in [
+            "0", "00", "1", "01", "9", "10", "99", "100", "199", "249", "250", "255", "256", "300",
+            "999", "1000",
+        ] {
+            for b in ["0", "255", "256", "07"] {
+                cases.push(format!("{a}.{b}.1.2"));
+                cases.push(format!("1.{b}.{a}.2"));
+                cases.push(format!("1.2.{b}.{a}"));
+            }
+        }
+        for case in &cases {
+            let ours = parse_ip(case.as_bytes());
+            let std = case.trim_ascii().parse::<IpAddr>().ok();
+            assert_eq!(ours, std, "{case:?}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 use crate::bots::BotFilter;
 use crate::counters::{Counters, LogLimiter, incr};
 use crate::filters::Skip;
-use crate::identity::{IdentifyUser, User, UserFuture, client_ip};
+use crate::identity::{IdentifyUser, Identity, User, UserFuture, client_ip};
 use crate::reporter::{Msg, Who};
 
 /// What every clone of the layer and its services shares.
@@ -67,15 +67,34 @@ impl Reporting {
 
     /// A request is a user, or else a bot, or else a visitor: never two of them.
     fn settle(&self, user: Option<User>, anon: Anonymous) {
-        match (user, anon.ip) {
-            (Some(u), _) if u.is_valid() => {
-                let (name, hidden) = u.into_parts();
-                self.report(Who::User { name, hidden });
-            }
-            (Some(_), _) => incr(&self.counters.reports_invalid),
-            (None, Some(ip)) if anon.bot => self.report(Who::Bot(ip)),
-            (None, Some(ip)) => self.report(Who::Visitor(ip)),
-            (None, None) => incr(&self.counters.reports_unidentified),
+        match user {
+            Some(u) => self.settle_user(u),
+            None => self.settle_anonymous(anon),
+        }
+    }
+
+    fn settle_user(&self, user: User) {
+        if user.is_valid() {
+            let (name, hidden) = user.into_parts();
+            self.report(Who::User { name, hidden });
+        } else {
+            incr(&self.counters.reports_invalid);
+        }
+    }
+
+    fn settle_anonymous(&self, anon: Anonymous) {
+        match anon.ip {
+            Some(ip) if anon.bot => self.report(Who::Bot(ip)),
+            Some(ip) => self.report(Who::Visitor(ip)),
+            None => incr(&self.counters.reports_unidentified),
+        }
+    }
+
+    /// What the request is if no user claims it.
+    fn anonymous(&self, parts: &http::request::Parts) -> Anonymous {
+        Anonymous {
+            ip: client_ip(&self.ip_source, parts),
+            bot: self.bots.matches(&parts.headers),
         }
     }
 }
@@ -165,20 +184,31 @@ where
         self.inner.poll_ready(cx)
     }
 
+    /// A hook that answers at once is reported here, before the handler runs:
+    /// nothing is kept for later. A deferred answer is kept, with what the
+    /// request is if the answer is "nobody", and reported once the response is
+    /// ready.
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let r = &self.reporting;
         let pending = if !r.skip.is_empty() && r.skip.skips(&parts) {
             None
         } else {
-            Some(Pending {
-                anon: Anonymous {
-                    ip: client_ip(&r.ip_source, &parts),
-                    bot: r.bots.matches(&parts.headers),
-                },
-                user: r.identify.identify(&parts),
-                reporting: Arc::clone(r),
-            })
+            match r.identify.identify(&parts) {
+                Identity::User(user) => {
+                    r.settle_user(user);
+                    None
+                }
+                Identity::Anonymous => {
+                    r.settle_anonymous(r.anonymous(&parts));
+                    None
+                }
+                Identity::Deferred(user) => Some(Pending {
+                    anon: r.anonymous(&parts),
+                    user,
+                    reporting: Arc::clone(r),
+                }),
+            }
         };
         ResponseFuture {
             inner: self.inner.call(Request::from_parts(parts, body)),
@@ -187,9 +217,10 @@ where
     }
 }
 
+/// A deferred user answer, waiting for the response.
 struct Pending {
     anon: Anonymous,
-    user: Option<UserFuture>,
+    user: UserFuture,
     reporting: Arc<Reporting>,
 }
 
@@ -199,13 +230,9 @@ impl Pending {
     fn finish(self) {
         let Pending {
             anon,
-            user,
+            mut user,
             reporting,
         } = self;
-        let Some(mut user) = user else {
-            reporting.settle(None, anon);
-            return;
-        };
         match user.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(user) => reporting.settle(user, anon),
             Poll::Pending => match tokio::runtime::Handle::try_current() {

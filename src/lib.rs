@@ -92,7 +92,8 @@ pub use dedupe::BenchDedupe;
 pub use error::{Error, Result};
 pub use handle::WhosOnline;
 pub use identity::{
-    IdentifyFn, IdentifyUser, MAX_USER_NAME_LEN, NoUsers, User, UserFuture, identify_fn,
+    IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers, User, UserFuture,
+    identify_fn, identify_now,
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{

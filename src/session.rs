@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use tower_sessions::Session;
 
-use crate::identity::{IdentifyUser, User, UserFuture};
+use crate::identity::{IdentifyUser, Identity, User};
 
 /// Reads the logged-in user's name from a [`tower_sessions::Session`], under a
 /// key of your choice. Requests without a session, or whose session has no string
@@ -46,11 +46,13 @@ impl SessionUser {
 }
 
 impl IdentifyUser for SessionUser {
-    fn identify(&self, req: &Parts) -> Option<UserFuture> {
-        let session = req.extensions.get::<Session>()?.clone();
+    fn identify(&self, req: &Parts) -> Identity {
+        let Some(session) = req.extensions.get::<Session>().cloned() else {
+            return Identity::Anonymous;
+        };
         let key = Arc::clone(&self.key);
         let hidden_key = self.hidden_key.clone();
-        Some(Box::pin(async move {
+        Identity::Deferred(Box::pin(async move {
             let name = match session.get::<String>(&key).await {
                 Ok(name) => name?,
                 Err(e) => {

@@ -29,6 +29,24 @@ async fn user_or_visitor_never_both(stack: Stack) {
     assert_eq!(online.visitor_count, 1);
 }
 
+/// A hook that answers with a future is counted as one that answers at once:
+/// users, visitors, bad names.
+async fn a_deferred_hook_counts_like_an_immediate_one(stack: Stack) {
+    let site = Site::with(stack, |b| b.identify_users(common::deferred_header_user())).await;
+    site.visit_as("alice", "10.0.0.1").await;
+    site.visit_as("bob", "10.0.0.9").await;
+    site.visit("10.0.0.2").await;
+    let mut req = request_from("10.0.0.3", "/");
+    req.headers_mut()
+        .insert("x-user", "tab\there".parse().unwrap());
+    site.send(req).await;
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(100).await.unwrap();
+    assert_eq!(online.users, ["alice", "bob"]);
+    assert_eq!(online.visitor_count, 1);
+    assert_eq!(site.whos.counters().reports_invalid, 1);
+}
+
 async fn ipv4_mapped_ipv6_is_one_visitor(stack: Stack) {
     let site = Site::new(stack).await;
     site.visit("10.0.0.7").await;
@@ -58,7 +76,13 @@ async fn a_named_proxy_header_is_used_and_bad_ones_fall_back(stack: Stack) {
     })
     .await;
     // All from the proxy at 10.0.0.1: the rightmost XFF entry is the client.
-    for xff in ["203.0.113.9, 198.51.100.1", "198.51.100.2", "198.51.100.2"] {
+    for xff in [
+        "203.0.113.9, 198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.2",
+        "203.0.113.9,\t198.51.100.2 ",
+        "2001:db8::1, ::ffff:198.51.100.1",
+    ] {
         let mut req = request_from("10.0.0.1", "/");
         req.headers_mut()
             .insert("x-forwarded-for", xff.parse().unwrap());
@@ -166,6 +190,7 @@ async fn shutdown_writes_everything_queued(stack: Stack) {
 
 on_both_stacks!(
     user_or_visitor_never_both,
+    a_deferred_hook_counts_like_an_immediate_one,
     ipv4_mapped_ipv6_is_one_visitor,
     proxy_headers_are_ignored_by_default,
     a_named_proxy_header_is_used_and_bad_ones_fall_back,

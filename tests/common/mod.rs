@@ -197,8 +197,20 @@ impl ClockExt for ManualClock {
     }
 }
 
-/// Test identity: the `x-user` header names a logged-in user.
+/// Test identity: the `x-user` header names a logged-in user, known as the
+/// request arrives.
 pub fn header_user() -> impl whos_online::IdentifyUser {
+    whos_online::identify_now(|req| {
+        req.headers
+            .get("x-user")
+            .map(|v| whos_online::User::new(String::from_utf8_lossy(v.as_bytes())))
+    })
+}
+
+/// The same identity through a deferred hook: the answer is a future, polled
+/// once the response is ready.
+#[allow(dead_code)]
+pub fn deferred_header_user() -> impl whos_online::IdentifyUser {
     whos_online::identify_fn(|req| {
         let user = req
             .headers
