@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Compares one "hello world" axum app served bare, with the whos-online layer, and
-# with a per-request ZADD middleware ("naive"), under the same wrk load against
-# the same Redis, and prints one table with each row's ratio to bare.
+# Compares one "hello world" axum app served bare, with the whos-online layer
+# (around the router, and through Router::layer), and with a per-request ZADD
+# middleware ("naive"), under the same wrk load against the same Redis, and
+# prints one table with each row's ratio to bare.
 #
 #   bench/compare.sh                      # defaults: 10,000 visitors, 1,000 users
 #   bench/compare.sh --visitors 50000 --users 5000 --duration 10
@@ -15,11 +16,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 visitors=10000 users=1000
-duration=3 warmup=2 rounds=7 write_phase=32
+duration=3 warmup=2 rounds=5 write_phase=32
 threads=1 conns=32
 server_cpu=1 load_cpu=0
 port=3901
-modes="bare layer naive"
+modes="bare layer layer-router naive"
 build=1
 private_redis=
 nice_level=-10
@@ -40,7 +41,9 @@ usage: bench/compare.sh [options]
   --server-cpu N     CPU the server is pinned to (default $server_cpu)
   --load-cpu N       CPU wrk is pinned to (default $load_cpu)
   --port P           server port (default $port)
-  --modes "A B"      modes to run (default "$modes")
+  --modes "A B"      modes to run, of bare, noop, layer, layer-router and naive
+                     (default "$modes"; layer-router's Redis columns are
+                     layer's, whose writes are the same)
   --private-redis P  start a throwaway redis-server on port P and use it (keeps
                      other clients of a shared Redis out of the command counts)
   --nice N           run server and wrk at this nice level when root (default $nice_level:
@@ -173,7 +176,7 @@ run_one() { # mode results-file seconds
         (b[1] - a[1]) * 1000 / req, (b[2] - a[2]) * 1000 / req,
         (c1 - c0) / 1000 / req, v["errors"]
     }' <<<"$line" | tee -a "$file" |
-    awk '{ printf "   %-6s %7d req/s  p50 %.3f ms  p99 %.3f ms  %.3f us CPU/req  %.3f Redis cmds/1k req\n", $1, $2, $3, $4, $7, $5 }'
+    awk '{ printf "   %-12s %7d req/s  p50 %.3f ms  p99 %.3f ms  %.3f us CPU/req  %.3f Redis cmds/1k req\n", $1, $2, $3, $4, $7, $5 }'
 }
 
 results="$work/results" writes="$work/writes"
@@ -219,11 +222,13 @@ awk -v writes="$writes" '
       m = order[k]
       for (c = 2; c <= 8; c++) med[m, c] = median(col[m, c])
       if (m in w5) { med[m, 5] = w5[m]; med[m, 6] = w6[m] }
+      # The same writes whichever way the layer is added: the figures of layer.
+      else if (m == "layer-router" && ("layer" in w5)) { med[m, 5] = w5["layer"]; med[m, 6] = w6["layer"] }
     }
     hb = "bare" in seen
-    printf "%-6s %17s %16s %26s %19s %14s %17s %6s\n", "mode", "req/s", "p50 ms",
+    printf "%-12s %17s %16s %26s %19s %14s %17s %6s\n", "mode", "req/s", "p50 ms",
       "p99 ms (diff)", "server CPU us/req", "Redis cmds", "Redis us", "errors"
-    printf "%-6s %17s %16s %26s %19s %14s %17s %6s\n", "", "", "", "", "",
+    printf "%-12s %17s %16s %26s %19s %14s %17s %6s\n", "", "", "", "", "",
       "per 1k req", "per 1k req", ""
     for (k = 1; k <= count; k++) {
       m = order[k]
@@ -237,7 +242,7 @@ awk -v writes="$writes" '
         p99 = p99 sprintf(" (%.2fx, %+.3f)", med[m, 4] / med["bare", 4], med[m, 4] - med["bare", 4])
         cpu = cpu sprintf(" (%.3fx)", med[m, 7] / med["bare", 7])
       }
-      printf "%-6s %17s %16s %26s %19s %14.3f %17.2f %6d\n", m, rps, p50, p99, cpu,
+      printf "%-12s %17s %16s %26s %19s %14.3f %17.2f %6d\n", m, rps, p50, p99, cpu,
         med[m, 5], med[m, 6], med[m, 8]
     }
     if (hb && count > 1) {
@@ -252,7 +257,7 @@ awk -v writes="$writes" '
       }
       for (k = 1; k <= count; k++) {
         m = order[k]
-        printf "  %-6s %8.0f req/s (%.3fx)   %6.2f us CPU/req (%+.2f us)\n", m, bestrps[m],
+        printf "  %-12s %8.0f req/s (%.3fx)   %6.2f us CPU/req (%+.2f us)\n", m, bestrps[m],
           bestrps[m] / bestrps["bare"], lowcpu[m], lowcpu[m] - lowcpu["bare"]
       }
     }

@@ -22,7 +22,7 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 use criterion::Criterion;
 use http::Request;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 use whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 
 const VISITORS: u64 = 10_000;
@@ -136,14 +136,17 @@ fn record(name: &str, elapsed: Duration, iters: u64) {
 }
 
 /// Runs `iters` requests made by `make` through `app` (and flushes `whos`).
-fn case(
+fn case<S>(
     c: &mut Criterion,
     name: &str,
-    app: Router,
+    app: S,
     whos: Option<&WhosOnline>,
     rt: &tokio::runtime::Runtime,
     make: fn(u64) -> Request<Body>,
-) {
+) where
+    S: tower::Service<Request<Body>, Response = axum::response::Response> + Clone,
+    S::Error: std::fmt::Debug,
+{
     let mut next = 0u64;
     c.bench_function(name, |b| {
         b.iter_custom(|iters| {
@@ -178,13 +181,41 @@ fn benches(c: &mut Criterion) {
     case(c, "bare", hello(), None, &rt, rotating);
     // What any layer costs in axum: a pass-through one.
     let noop = tower::util::MapRequestLayer::new(|req: Request<Body>| req);
-    case(c, "no-op layer", hello().layer(noop), None, &rt, rotating);
+    case(
+        c,
+        "no-op layer",
+        hello().layer(noop.clone()),
+        None,
+        &rt,
+        rotating,
+    );
 
     let w = whos(&rt, Store::Memory, None);
     case(
         c,
         "layer (memory)",
         hello().layer(w.layer()),
+        Some(&w),
+        &rt,
+        rotating,
+    );
+    rt.block_on(w.shutdown());
+
+    // Around the whole router rather than through `Router::layer`, which wraps
+    // every route and so boxes and clones one more service per request.
+    case(
+        c,
+        "no-op layer (outer)",
+        noop.layer(hello()),
+        None,
+        &rt,
+        rotating,
+    );
+    let w = whos(&rt, Store::Memory, None);
+    case(
+        c,
+        "layer (memory, outer)",
+        w.layer().layer(hello()),
         Some(&w),
         &rt,
         rotating,

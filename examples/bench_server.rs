@@ -7,7 +7,10 @@
 //!
 //! * `bare`: the app alone.
 //! * `noop`: the app behind a pass-through layer: what any layer costs in axum.
-//! * `layer`: the app with this crate's layer, presence in Redis.
+//! * `layer`: the app with this crate's layer, presence in Redis, wrapped around
+//!   the whole router (the cheaper way, see the README's Performance section).
+//! * `layer-router`: the same layer added with `Router::layer`, which wraps each
+//!   route and so boxes and clones one more service per request.
 //! * `naive`: the app behind a middleware that awaits one `ZADD` per request before
 //!   the handler runs (the design this crate replaces), on the same kind of
 //!   `deadpool-redis` pool, keyed by the same rules.
@@ -16,7 +19,7 @@
 //! trust the rightmost `X-Forwarded-For` entry for the visitor's address, and the
 //! `x-bench-user` header marks a request as the logged-in user it names.
 //!
-//! Flags: `--mode bare|noop|layer|naive` (default `layer`), `--bind ADDR` (default
+//! Flags: `--mode bare|noop|layer|layer-router|naive` (default `layer`), `--bind ADDR` (default
 //! `127.0.0.1:3900`), `--prefix P` (Redis key prefix; default one unique to the
 //! run), `--threads N` (Tokio workers; default: the CPUs this process may use),
 //! `--resolution SECS` (layer mode: the de-duplication resolution; default 30, 0
@@ -36,6 +39,7 @@ use axum::response::Response;
 use axum::routing::get;
 use deadpool_redis::redis;
 use http::HeaderName;
+use tower::Layer;
 use whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 
 const USER_HEADER: HeaderName = HeaderName::from_static("x-bench-user");
@@ -45,6 +49,7 @@ enum Mode {
     Bare,
     Noop,
     Layer,
+    LayerRouter,
     Naive,
 }
 
@@ -59,7 +64,7 @@ struct Args {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "bench_server: {problem}\n\
-         usage: bench_server [--mode bare|noop|layer|naive] [--bind ADDR] [--prefix P] [--threads N]\n\
+         usage: bench_server [--mode bare|noop|layer|layer-router|naive] [--bind ADDR] [--prefix P] [--threads N]\n\
          \x20                   [--resolution SECS]"
     );
     std::process::exit(2)
@@ -89,6 +94,7 @@ fn parse_args() -> Args {
                     "bare" => Mode::Bare,
                     "noop" => Mode::Noop,
                     "layer" => Mode::Layer,
+                    "layer-router" => Mode::LayerRouter,
                     "naive" => Mode::Naive,
                     other => usage(&format!("unknown mode {other:?}")),
                 }
@@ -143,7 +149,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let app = match args.mode {
         Mode::Bare => app,
         Mode::Noop => app.layer(tower::util::MapRequestLayer::new(|req: Request| req)),
-        Mode::Layer => {
+        Mode::Layer | Mode::LayerRouter => {
             let mut builder = WhosOnline::builder();
             if let Some(r) = args.resolution {
                 builder = builder.resolution(r);
@@ -159,7 +165,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         .map(User::new)
                 }))
                 .build()?;
-            let app = app.layer(w.layer());
+            let app = if args.mode == Mode::LayerRouter {
+                app.layer(w.layer())
+            } else {
+                app
+            };
             whos = Some(w);
             app
         }
@@ -183,19 +193,38 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         listener.local_addr()?,
         args.prefix
     );
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop_signal())
-    .await?;
+    match &whos {
+        // The layer around the router: one service for the whole app.
+        Some(w) if args.mode == Mode::Layer => {
+            let app = w.layer().layer(app);
+            axum::serve(
+                listener,
+                axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+            )
+            .with_graceful_shutdown(stop_signal())
+            .await?
+        }
+        _ => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop_signal())
+            .await?
+        }
+    }
 
     if let Some(w) = whos {
         w.shutdown().await;
         let c = w.counters();
         eprintln!(
-            "STATS mode=layer reports_queued={} reports_dropped={} flushes={} flush_errors={} members_written={}",
-            c.reports_queued, c.reports_dropped, c.flushes, c.flush_errors, c.members_written
+            "STATS mode={:?} reports_queued={} reports_dropped={} flushes={} flush_errors={} members_written={}",
+            args.mode,
+            c.reports_queued,
+            c.reports_dropped,
+            c.flushes,
+            c.flush_errors,
+            c.members_written
         );
     }
     if let Some(n) = naive {

@@ -295,33 +295,31 @@ pub(crate) fn parse_ip(bytes: &[u8]) -> Option<IpAddr> {
 /// Four decimal octets, 0 to 255, without leading zeros (as the standard parser
 /// demands); `None` for anything else.
 fn parse_ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let (mut part, mut value, mut digits) = (0, 0u32, 0);
-    for &b in bytes {
-        if b == b'.' {
-            if digits == 0 || part == 3 {
-                return None;
-            }
-            octets[part] = value as u8;
-            (part, value, digits) = (part + 1, 0, 0);
-        } else if b.is_ascii_digit() {
-            if digits > 0 && value == 0 {
-                return None;
-            }
-            value = value * 10 + u32::from(b - b'0');
-            digits += 1;
-            if value > 255 {
-                return None;
-            }
-        } else {
-            return None;
-        }
-    }
-    if part != 3 || digits == 0 {
+    if !(7..=15).contains(&bytes.len()) {
         return None;
     }
-    octets[3] = value as u8;
-    Some(Ipv4Addr::from(octets))
+    let (mut addr, mut parts, mut i) = (0u32, 0, 0);
+    loop {
+        let start = i;
+        let mut octet = 0u32;
+        while i < bytes.len() && i - start < 3 && bytes[i].is_ascii_digit() {
+            octet = octet * 10 + u32::from(bytes[i] - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || octet > 255 || (digits > 1 && bytes[start] == b'0') {
+            return None;
+        }
+        addr = addr << 8 | octet;
+        parts += 1;
+        if parts == 4 {
+            return (i == bytes.len()).then(|| Ipv4Addr::from(addr));
+        }
+        if bytes.get(i) != Some(&b'.') {
+            return None;
+        }
+        i += 1;
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +391,19 @@ mod tests {
                 cases.push(format!("{a}.{b}.1.2"));
                 cases.push(format!("1.{b}.{a}.2"));
                 cases.push(format!("1.2.{b}.{a}"));
+            }
+        }
+        // Dotted quads (and near misses) of edge pieces, in every combination.
+        let pieces = [
+            "", "0", "00", "1", "01", "9", "10", "99", "255", "256", "1000", "a",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    for d in pieces {
+                        cases.push(format!("{a}.{b}.{c}.{d}"));
+                    }
+                }
             }
         }
         for case in &cases {

@@ -83,9 +83,8 @@ impl Reporting {
     }
 
     fn settle_anonymous(&self, anon: Anonymous) {
-        match anon.ip {
-            Some(ip) if anon.bot => self.report(Who::Bot(ip)),
-            Some(ip) => self.report(Who::Visitor(ip)),
+        match anon.who() {
+            Some(who) => self.report(who),
             None => incr(&self.counters.reports_unidentified),
         }
     }
@@ -104,6 +103,18 @@ impl Reporting {
 struct Anonymous {
     ip: Option<IpAddr>,
     bot: bool,
+}
+
+impl Anonymous {
+    /// A bot or a visitor; `None` without an address.
+    fn who(self) -> Option<Who> {
+        let ip = self.ip?;
+        Some(if self.bot {
+            Who::Bot(ip)
+        } else {
+            Who::Visitor(ip)
+        })
+    }
 }
 
 /// Reports each request to who's online as a user or a visitor.
@@ -199,11 +210,22 @@ where
                     r.settle_user(user);
                     None
                 }
-                Identity::Anonymous => {
-                    r.settle_anonymous(r.anonymous(&parts));
-                    None
-                }
-                Identity::Deferred(user) => Some(Pending {
+                Identity::Anonymous => match r.anonymous(&parts).who() {
+                    // The check waits until the response is ready: its cache
+                    // line, likely cold, loads meanwhile.
+                    Some(who) => {
+                        r.dedupe.warm(&who);
+                        Some(Pending::Anonymous {
+                            who,
+                            reporting: Arc::clone(r),
+                        })
+                    }
+                    None => {
+                        incr(&r.counters.reports_unidentified);
+                        None
+                    }
+                },
+                Identity::Deferred(user) => Some(Pending::Deferred {
                     anon: r.anonymous(&parts),
                     user,
                     reporting: Arc::clone(r),
@@ -217,22 +239,30 @@ where
     }
 }
 
-/// A deferred user answer, waiting for the response.
-struct Pending {
-    anon: Anonymous,
-    user: UserFuture,
-    reporting: Arc<Reporting>,
+/// What is left to report once the response is ready.
+enum Pending {
+    /// A visitor or a bot, whose de-dup line is on its way into the cache.
+    Anonymous { who: Who, reporting: Arc<Reporting> },
+    /// A hook's deferred answer, and what the request is if it says "nobody".
+    Deferred {
+        anon: Anonymous,
+        user: UserFuture,
+        reporting: Arc<Reporting>,
+    },
 }
 
 impl Pending {
     /// Reports once the response is ready. A user hook that cannot answer at once
     /// is finished on a spawned task, so the response never waits for it.
     fn finish(self) {
-        let Pending {
-            anon,
-            mut user,
-            reporting,
-        } = self;
+        let (anon, mut user, reporting) = match self {
+            Pending::Anonymous { who, reporting } => return reporting.report(who),
+            Pending::Deferred {
+                anon,
+                user,
+                reporting,
+            } => (anon, user, reporting),
+        };
         match user.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(user) => reporting.settle(user, anon),
             Poll::Pending => match tokio::runtime::Handle::try_current() {
@@ -251,6 +281,17 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         pending: Option<Pending>,
+    }
+
+    /// A request whose response never came (the client went away, a timeout
+    /// cancelled the handler) was still a visit: it is reported as the future
+    /// is dropped.
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(pending) = this.project().pending.take() {
+                pending.finish();
+            }
+        }
     }
 }
 

@@ -47,6 +47,53 @@ async fn a_deferred_hook_counts_like_an_immediate_one(stack: Stack) {
     assert_eq!(site.whos.counters().reports_invalid, 1);
 }
 
+/// A request whose response never comes (the client left, a timeout fired)
+/// still counts, from either kind of hook.
+async fn a_request_dropped_before_its_response_still_counts(stack: Stack) {
+    for deferred in [false, true] {
+        let site = Site::with(stack, |b| {
+            if deferred {
+                b.identify_users(common::deferred_header_user())
+            } else {
+                b
+            }
+        })
+        .await;
+        let app = axum::Router::new()
+            .route("/slow", axum::routing::get(std::future::pending::<&str>))
+            .layer(site.whos.layer());
+        let visitor = request_from("10.0.0.5", "/slow");
+        let mut user = request_from("10.0.0.6", "/slow");
+        user.headers_mut()
+            .insert("x-user", "carol".parse().unwrap());
+        for req in [visitor, user] {
+            // Polled once (the handler starts and waits), then dropped.
+            let mut fut = std::pin::pin!(app.clone().oneshot(req));
+            let waiting = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(fut.as_mut().poll(cx).is_pending())
+            })
+            .await;
+            assert!(waiting);
+        }
+        // Called, never polled: straight on the layer's service (a router
+        // would not call it before the first poll).
+        let mut svc = tower::Layer::layer(
+            &site.whos.layer(),
+            tower::service_fn(|_req: Request<Body>| {
+                std::future::pending::<Result<axum::response::Response, std::convert::Infallible>>()
+            }),
+        );
+        drop(tower::Service::call(
+            &mut svc,
+            request_from("10.0.0.7", "/"),
+        ));
+        site.whos.flush().await.unwrap();
+        let online = site.whos.online(10).await.unwrap();
+        assert_eq!(online.users, ["carol"], "deferred: {deferred}");
+        assert_eq!(online.visitor_count, 2, "deferred: {deferred}");
+    }
+}
+
 async fn ipv4_mapped_ipv6_is_one_visitor(stack: Stack) {
     let site = Site::new(stack).await;
     site.visit("10.0.0.7").await;
@@ -191,6 +238,7 @@ async fn shutdown_writes_everything_queued(stack: Stack) {
 on_both_stacks!(
     user_or_visitor_never_both,
     a_deferred_hook_counts_like_an_immediate_one,
+    a_request_dropped_before_its_response_still_counts,
     ipv4_mapped_ipv6_is_one_visitor,
     proxy_headers_are_ignored_by_default,
     a_named_proxy_header_is_used_and_bad_ones_fall_back,
