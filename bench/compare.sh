@@ -215,6 +215,7 @@ awk -v writes="$writes" '
   FILENAME == writes { w5[$1] = $5; w6[$1] = $6; next }
   {
     if (!($1 in seen)) { seen[$1] = 1; order[++count] = $1 }
+    r = ++runs[$1]; rps_r[$1, r] = $2; p99_r[$1, r] = $4; cpu_r[$1, r] = $7
     for (c = 2; c <= 8; c++) col[$1, c] = col[$1, c] " " $c
   }
   END {
@@ -246,6 +247,23 @@ awk -v writes="$writes" '
         med[m, 5], med[m, 6], med[m, 8]
     }
     if (hb && count > 1) {
+      # Each mode against the bare run of the same round (minutes apart at most):
+      # steadier than the ratio of medians when the machine drifts.
+      printf "\nper-round ratios to the bare run of the same round (median, and range over %d rounds):\n", runs["bare"]
+      for (k = 1; k <= count; k++) {
+        m = order[k]
+        if (m == "bare") continue
+        rl = ""; cl = ""; pl = ""
+        for (r = 1; r <= runs[m] && r <= runs["bare"]; r++) {
+          rl = rl " " rps_r[m, r] / rps_r["bare", r]
+          cl = cl " " cpu_r[m, r] / cpu_r["bare", r]
+          pl = pl " " p99_r[m, r] - p99_r["bare", r]
+        }
+        n = split(rl, a, " "); lo = 1e18; hi = -1e18
+        for (i = 1; i <= n; i++) { if (a[i] + 0 < lo) lo = a[i] + 0; if (a[i] + 0 > hi) hi = a[i] + 0 }
+        printf "  %-12s req/s %.3fx (%.3f-%.3f)   CPU/req %.3fx   p99 %+.3f ms\n", m,
+          median(rl), lo, hi, median(cl), median(pl)
+      }
       printf "\nbest run of each (highest req/s, lowest server CPU per request):\n"
       for (k = 1; k <= count; k++) {
         m = order[k]

@@ -1,6 +1,7 @@
 -- wrk script for bench/compare.sh: rotates among N distinct visitors (each its
 -- own rightmost X-Forwarded-For address) and M logged-in users (x-bench-user),
--- spread evenly, and prints one machine-readable RESULT line when done.
+-- spread evenly, each request with a browser's User-Agent, and prints one
+-- machine-readable RESULT line when done.
 --
 --   wrk -t1 -c32 -d8s -s bench/load.lua http://127.0.0.1:3901/ -- N M
 --
@@ -20,13 +21,18 @@ local function address(v)
     math.floor(a / 256) % 256, a % 256)
 end
 
+-- Every request carries a browser's User-Agent, as real traffic does (wrk sends
+-- none by default), so the layer's bot check does its real work.
+local agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 " ..
+  "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
 -- Member k of the rotation: users are spread evenly among the visitors.
 local function build(k)
   local before = math.floor(k * m / total)
   if math.floor((k + 1) * m / total) > before then
-    return wrk.format("GET", "/", { ["x-bench-user"] = "user" .. before })
+    return wrk.format("GET", "/", { ["x-bench-user"] = "user" .. before, ["user-agent"] = agent })
   end
-  return wrk.format("GET", "/", { ["x-forwarded-for"] = address(k - before) })
+  return wrk.format("GET", "/", { ["x-forwarded-for"] = address(k - before), ["user-agent"] = agent })
 end
 
 function setup(thread)

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Every case builds the same requests (10,000 visitors by `X-Forwarded-For` and
-//! 1,000 users by `x-bench-user`, rotating, as `bench/compare.sh` sends them) on
+//! 1,000 users by `x-bench-user`, rotating, each with a browser's `User-Agent`, as
+//! `bench/compare.sh` sends them) on
 //! a current-thread runtime. The timed loop yields every 32 requests, so the
 //! reporter task runs on the same thread and its work is in the figure, and
 //! ends with `flush()`, so nothing is left unwritten. A summary table with each
@@ -41,8 +42,15 @@ fn rotating(k: u64) -> Request<Body> {
     }
 }
 
+/// A browser's agent, as `bench/load.lua` sends it.
+const AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                     (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
 fn base() -> Request<Body> {
-    let mut req = Request::get("/").body(Body::empty()).unwrap();
+    let mut req = Request::get("/")
+        .header(http::header::USER_AGENT, AGENT)
+        .body(Body::empty())
+        .unwrap();
     req.extensions_mut()
         .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
     req

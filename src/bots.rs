@@ -4,7 +4,12 @@
 //! visitors, so a crawl cannot inflate "most visitors ever online". A logged-in
 //! user is always a user, whatever the agent says.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 use http::HeaderMap;
 use http::header::USER_AGENT;
@@ -71,6 +76,74 @@ const MAX_AGENT_BYTES: usize = 512;
 #[derive(Debug, Clone)]
 pub struct BotFilter {
     patterns: Arc<[Box<[u8]>]>,
+    /// All patterns in one automaton: one pass over the agent, whatever their
+    /// number. `None` without patterns, or if it could not be built (then each
+    /// pattern is searched on its own).
+    matcher: Option<Arc<AhoCorasick>>,
+    /// Verdicts on agents seen lately: browsers send a handful of distinct
+    /// agents, so most requests are answered by one hash and one load.
+    recent: Arc<Verdicts>,
+}
+
+/// Slots in the verdict cache: 2 KiB.
+const VERDICT_SLOTS: usize = 256;
+
+/// A direct-mapped cache of agent verdicts. Each slot holds the agent's 62-bit
+/// keyed hash, a set bit 1 (an empty slot is 0) and the verdict in bit 0. The hash
+/// is keyed with a random number per filter, so an agent cannot be made to borrow
+/// another's verdict; two agents that share a slot merely evict each other.
+struct Verdicts {
+    key: u64,
+    slots: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for Verdicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verdicts").finish_non_exhaustive()
+    }
+}
+
+impl Verdicts {
+    fn new() -> Self {
+        Self {
+            key: RandomState::new().hash_one(0xb075_u64),
+            slots: (0..VERDICT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// A keyed hash of the agent: eight bytes at a time, then a full mix.
+    fn hash(&self, ua: &[u8]) -> u64 {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut h = self.key ^ (ua.len() as u64).wrapping_mul(K);
+        let mut chunks = ua.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            h = (h ^ u64::from_le_bytes(word))
+                .wrapping_mul(K)
+                .rotate_left(29);
+        }
+        let mut tail = [0u8; 8];
+        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+        // The splitmix64 finaliser.
+        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        h ^ (h >> 31)
+    }
+
+    fn get_or(&self, ua: &[u8], scan: impl FnOnce() -> bool) -> bool {
+        let h = self.hash(ua);
+        let tag = (h & !0b11) | 0b10;
+        let slot = &self.slots[(h >> 2) as usize % VERDICT_SLOTS];
+        let entry = slot.load(Relaxed);
+        if entry & !1 == tag {
+            return entry & 1 == 1;
+        }
+        let bot = scan();
+        slot.store(tag | u64::from(bot), Relaxed);
+        bot
+    }
 }
 
 impl Default for BotFilter {
@@ -87,17 +160,33 @@ impl BotFilter {
         I: IntoIterator<Item = P>,
         P: AsRef<str>,
     {
-        Self {
-            patterns: patterns
-                .into_iter()
-                .filter(|p| !p.as_ref().is_empty())
-                .map(|p| {
-                    p.as_ref()
-                        .to_ascii_lowercase()
-                        .into_bytes()
-                        .into_boxed_slice()
+        let patterns: Arc<[Box<[u8]>]> = patterns
+            .into_iter()
+            .filter(|p| !p.as_ref().is_empty())
+            .map(|p| {
+                p.as_ref()
+                    .to_ascii_lowercase()
+                    .into_bytes()
+                    .into_boxed_slice()
+            })
+            .collect();
+        let matcher = if patterns.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .kind(Some(AhoCorasickKind::DFA))
+                .build(patterns.iter())
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "whos-online: bot patterns searched one by one");
                 })
-                .collect(),
+                .ok()
+                .map(Arc::new)
+        };
+        Self {
+            patterns,
+            matcher,
+            recent: Arc::new(Verdicts::new()),
         }
     }
 
@@ -124,6 +213,14 @@ impl BotFilter {
         }
         let ua = user_agent.as_ref();
         let ua = &ua[..ua.len().min(MAX_AGENT_BYTES)];
+        self.recent.get_or(ua, || self.scan(ua))
+    }
+
+    /// Searches `ua` for every pattern.
+    fn scan(&self, ua: &[u8]) -> bool {
+        if let Some(m) = &self.matcher {
+            return m.is_match(ua);
+        }
         let mut lower = [0u8; MAX_AGENT_BYTES];
         let lower = &mut lower[..ua.len()];
         for (l, b) in lower.iter_mut().zip(ua) {
@@ -169,6 +266,53 @@ mod tests {
             "",
         ] {
             assert!(!f.is_bot(browser), "{browser}");
+        }
+    }
+
+    /// Cached verdicts are the scan's verdicts, however many agents share slots.
+    #[test]
+    fn cached_verdicts_match_the_scan() {
+        let f = BotFilter::default();
+        let agents: Vec<String> = (0..4 * VERDICT_SLOTS)
+            .map(|i| match i % 3 {
+                0 => format!(
+                    "Mozilla/5.0 (X11; Linux x86_64; rv:{i}.0) Gecko/20100101 Firefox/{i}.0"
+                ),
+                1 => {
+                    format!("Mozilla/5.0 (compatible; Crawler{i}Bot/2.1; +http://example.com/{i})")
+                }
+                _ => format!("agent-{i}"),
+            })
+            .collect();
+        for _ in 0..3 {
+            for a in &agents {
+                assert_eq!(f.is_bot(a), f.scan(a.as_bytes()), "{a}");
+            }
+        }
+        assert!(f.is_bot(&agents[1]));
+        assert!(!f.is_bot(&agents[0]));
+        // Another filter has its own cache: no verdict carries over.
+        let none = BotFilter::new(["nothing-matches-this"]);
+        assert!(!none.is_bot(&agents[1]));
+        assert!(f.clone().is_bot(&agents[1]));
+    }
+
+    #[test]
+    fn the_automaton_and_the_plain_search_agree() {
+        let f = BotFilter::default();
+        let plain = BotFilter {
+            matcher: None,
+            ..f.clone()
+        };
+        for ua in [
+            "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            "CURL/8.5.0",
+            "robot",
+            "",
+            "\u{e9}t\u{e9} BOT/1",
+        ] {
+            assert_eq!(f.scan(ua.as_bytes()), plain.scan(ua.as_bytes()), "{ua}");
         }
     }
 

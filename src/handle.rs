@@ -76,7 +76,36 @@ impl WhosOnline {
     }
 
     /// The layer that reports requests. Add it with `Router::layer`, inside any
-    /// session layer the user hook reads from.
+    /// session layer the user hook reads from; or, cheaper, around the whole
+    /// router: `Router::layer` wraps every route in a boxed copy that axum clones
+    /// on each request (see the README's Performance section).
+    ///
+    /// ```no_run
+    /// use std::net::SocketAddr;
+    /// use axum::{Router, extract::Request, routing::get};
+    /// use tower::Layer;
+    /// use tower_sessions::{MemoryStore, SessionManagerLayer};
+    /// use whos_online::{SessionUser, WhosOnline};
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let whos = WhosOnline::builder()
+    ///     .identify_users(SessionUser::new("username"))
+    ///     .build()?;
+    /// let router = Router::new()
+    ///     .route("/", get(|| async { "hello" }))
+    ///     .merge(whos.router());
+    /// // The layer around the router, the session layer around both.
+    /// let app = SessionManagerLayer::new(MemoryStore::default())
+    ///     .layer(whos.layer().layer(router));
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(
+    ///     listener,
+    ///     axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    /// )
+    /// .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn layer(&self) -> WhosOnlineLayer {
         WhosOnlineLayer::new(Arc::clone(&self.shared.reporting))
     }

@@ -120,7 +120,8 @@ impl Anonymous {
 /// Reports each request to who's online as a user or a visitor.
 ///
 /// Made by [`WhosOnline::layer`](crate::WhosOnline::layer); add it with
-/// `Router::layer`. Cheap to clone.
+/// `Router::layer`, or wrap the whole router with it (cheaper: see there).
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct WhosOnlineLayer {
     reporting: Arc<Reporting>,
