@@ -7,6 +7,9 @@
 --   wrk -t1 -c32 -d600s -s bench/flood.lua http://127.0.0.1:3902/ -- N MARKER
 
 local n, marker, sent, answered = 1000000, nil, 0, 0
+-- A browser's User-Agent on every request, as in bench/load.lua.
+local agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 " ..
+  "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 function init(args)
   n = tonumber(args[1] or "1000000")
@@ -18,7 +21,7 @@ function request()
   sent = sent + 1
   return wrk.format("GET", "/", { ["x-forwarded-for"] = string.format("%d.%d.%d.%d",
     math.floor(a / 16777216) % 256, math.floor(a / 65536) % 256,
-    math.floor(a / 256) % 256, a % 256) })
+    math.floor(a / 256) % 256, a % 256), ["user-agent"] = agent })
 end
 
 -- Defining response() makes wrk hand every response to Lua: fine here, not in
