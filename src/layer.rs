@@ -196,10 +196,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    /// A hook that answers at once is reported here, before the handler runs:
-    /// nothing is kept for later. A deferred answer is kept, with what the
-    /// request is if the answer is "nobody", and reported once the response is
-    /// ready.
+    /// A user named at once is reported here, before the handler runs. For a
+    /// visitor or a bot, the de-dup line is prefetched here and checked once the
+    /// response is ready (or the response future is dropped). A deferred answer
+    /// is kept, with what the request is if the answer is "nobody", and settled
+    /// then too.
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let (parts, body) = req.into_parts();
         let r = &self.reporting;
