@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
+use crate::dedupe::mix;
+
 use http::HeaderMap;
 use http::header::USER_AGENT;
 
@@ -125,11 +127,7 @@ impl Verdicts {
         }
         let mut tail = [0u8; 8];
         tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(K);
-        // The splitmix64 finaliser.
-        h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        h ^ (h >> 31)
+        mix((h ^ u64::from_le_bytes(tail)).wrapping_mul(K))
     }
 
     fn get_or(&self, ua: &[u8], scan: impl FnOnce() -> bool) -> bool {

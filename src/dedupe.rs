@@ -47,7 +47,7 @@ const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
 const HIDDEN_BIT: u64 = 1 << TIME_BITS;
 
 /// The splitmix64 finaliser: a bijection of `u64` that spreads every input bit.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)

@@ -83,10 +83,19 @@ impl Reporting {
     }
 
     fn settle_anonymous(&self, anon: Anonymous) {
-        match anon.who() {
-            Some(who) => self.report(who),
-            None => incr(&self.counters.reports_unidentified),
+        if let Some(who) = self.anonymous_member(anon) {
+            self.report(who);
         }
+    }
+
+    /// The bot or visitor an anonymous request is; without an address it is
+    /// nobody, and counted as unidentified.
+    fn anonymous_member(&self, anon: Anonymous) -> Option<Who> {
+        let who = anon.who();
+        if who.is_none() {
+            incr(&self.counters.reports_unidentified);
+        }
+        who
     }
 
     /// What the request is if no user claims it.
@@ -212,21 +221,15 @@ where
                     r.settle_user(user);
                     None
                 }
-                Identity::Anonymous => match r.anonymous(&parts).who() {
-                    // The check waits until the response is ready: its cache
-                    // line, likely cold, loads meanwhile.
-                    Some(who) => {
-                        r.dedupe.warm(&who);
-                        Some(Pending::Anonymous {
-                            who,
-                            reporting: Arc::clone(r),
-                        })
+                // The check waits until the response is ready: its cache line,
+                // likely cold, loads meanwhile.
+                Identity::Anonymous => r.anonymous_member(r.anonymous(&parts)).map(|who| {
+                    r.dedupe.warm(&who);
+                    Pending::Anonymous {
+                        who,
+                        reporting: Arc::clone(r),
                     }
-                    None => {
-                        incr(&r.counters.reports_unidentified);
-                        None
-                    }
-                },
+                }),
                 Identity::Deferred(user) => Some(Pending::Deferred {
                     anon: r.anonymous(&parts),
                     user,
