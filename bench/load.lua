@@ -9,22 +9,14 @@
 -- only ever appear inside a header. Up to 200,000 members the requests are built
 -- once in init(); above that each is built on the fly.
 
+-- bench/common.lua, next to this script whatever the working directory.
+local common = dofile((debug.getinfo(1, "S").source:match("^@(.*[/\\])") or "") .. "common.lua")
+local address, agent = common.address, common.agent
+
 local n, m, total
 local prebuilt = {}
 local i = 0
 local threads = {}
-
-local function address(v)
-  local a = 0xC6120000 + v
-  return string.format("%d.%d.%d.%d",
-    math.floor(a / 16777216) % 256, math.floor(a / 65536) % 256,
-    math.floor(a / 256) % 256, a % 256)
-end
-
--- Every request carries a browser's User-Agent, as real traffic does (wrk sends
--- none by default), so the layer's bot check does its real work.
-local agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 " ..
-  "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 
 -- Member k of the rotation: users are spread evenly among the visitors.
 local function build(k)
@@ -58,11 +50,4 @@ function request()
   return prebuilt[i] or build(i - 1)
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "RESULT requests=%d duration_us=%d errors=%d p50_us=%.1f p99_us=%.1f\n",
-    summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.status + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
+done = common.done

@@ -180,6 +180,25 @@ fn case<S>(
     });
 }
 
+/// A case with the layer: builds it on `store`, measures the app `wrap` makes
+/// with it, and shuts it down (writing what is left) before the next case.
+fn layer_case<S>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    store: Store,
+    resolution: Option<Duration>,
+    make: fn(u64) -> Request<Body>,
+    wrap: impl FnOnce(&WhosOnline) -> S,
+) where
+    S: tower::Service<Request<Body>, Response = axum::response::Response> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let w = whos(rt, store, resolution);
+    case(c, name, wrap(&w), Some(&w), rt, make);
+    rt.block_on(w.shutdown());
+}
+
 fn distinct(k: u64) -> Request<Body> {
     from_visitor(k)
 }
@@ -198,16 +217,15 @@ fn benches(c: &mut Criterion) {
         rotating,
     );
 
-    let w = whos(&rt, Store::Memory, None);
-    case(
+    layer_case(
         c,
-        "layer (memory)",
-        hello().layer(w.layer()),
-        Some(&w),
         &rt,
+        "layer (memory)",
+        Store::Memory,
+        None,
         rotating,
+        |w| hello().layer(w.layer()),
     );
-    rt.block_on(w.shutdown());
 
     // Around the whole router rather than through `Router::layer`, which wraps
     // every route and so boxes and clones one more service per request.
@@ -219,51 +237,39 @@ fn benches(c: &mut Criterion) {
         &rt,
         rotating,
     );
-    let w = whos(&rt, Store::Memory, None);
-    case(
+    layer_case(
         c,
+        &rt,
         "layer (memory, outer)",
-        w.layer().layer(hello()),
-        Some(&w),
-        &rt,
+        Store::Memory,
+        None,
         rotating,
+        |w| w.layer().layer(hello()),
     );
-    rt.block_on(w.shutdown());
-
-    let w = whos(&rt, Store::Memory, Some(Duration::ZERO));
-    case(
+    layer_case(
         c,
+        &rt,
         "layer (memory, resolution 0)",
-        hello().layer(w.layer()),
-        Some(&w),
-        &rt,
+        Store::Memory,
+        Some(Duration::ZERO),
         rotating,
+        |w| hello().layer(w.layer()),
     );
-    rt.block_on(w.shutdown());
-
-    let w = whos(&rt, Store::Memory, None);
-    case(
+    layer_case(
         c,
-        "layer (memory, all distinct)",
-        hello().layer(w.layer()),
-        Some(&w),
         &rt,
+        "layer (memory, all distinct)",
+        Store::Memory,
+        None,
         distinct,
+        |w| hello().layer(w.layer()),
     );
-    rt.block_on(w.shutdown());
 
     if redis_up(&rt) {
-        let w = whos(&rt, Store::Redis, None);
-        case(
-            c,
-            "layer (redis)",
-            hello().layer(w.layer()),
-            Some(&w),
-            &rt,
-            rotating,
-        );
+        layer_case(c, &rt, "layer (redis)", Store::Redis, None, rotating, |w| {
+            hello().layer(w.layer())
+        });
         rt.block_on(async {
-            w.shutdown().await;
             let pool = whos_online::redis_pool(&redis_url()).unwrap();
             if let Ok(mut conn) = pool.get().await {
                 // Every key of the prefix: the sets, and whatever else it made.
