@@ -218,10 +218,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         w.shutdown().await;
         let c = w.counters();
         eprintln!(
-            "STATS mode={:?} reports_queued={} reports_dropped={} flushes={} flush_errors={} members_written={}",
+            "STATS mode={:?} reports_queued={} reports_dropped={} pending_dropped={} flushes={} flush_errors={} members_written={}",
             args.mode,
             c.reports_queued,
             c.reports_dropped,
+            c.pending_dropped,
             c.flushes,
             c.flush_errors,
             c.members_written

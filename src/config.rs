@@ -294,8 +294,10 @@ impl Builder {
         self
     }
 
-    /// Most distinct members held for one write (default 100 000); more are
-    /// dropped and counted, which bounds memory while Redis is down.
+    /// Most distinct members held for one write (default 100 000). When that
+    /// many are waiting they are written at once, without waiting for the flush
+    /// interval; while writes are failing, more are dropped and counted
+    /// (`pending_dropped`), which bounds memory while Redis is down.
     pub fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = max;
         self
@@ -462,6 +464,7 @@ impl Builder {
             error_log: LogLimiter::default(),
             pseudonyms: Pseudonymizer::new(self.visitor_ids),
             dedupe,
+            failing: false,
         };
         let mut tasks = vec![runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))];
         if self.background_ticker {

@@ -50,6 +50,9 @@ pub(crate) struct Reporter {
     /// The layer's record of members handed on lately; a member dropped here is
     /// forgotten there, so its next request is reported again.
     pub(crate) dedupe: Arc<Dedupe>,
+    /// The last write failed: a full `pending` then drops new members instead of
+    /// writing early, so a failing Redis is still tried once per interval.
+    pub(crate) failing: bool,
 }
 
 impl Reporter {
@@ -88,8 +91,9 @@ impl Reporter {
         self.users.len() + self.visitors.len() + self.bots.len()
     }
 
-    /// Takes one message. Writes happen on the interval, on request and at
-    /// shutdown only, so a failing Redis is tried once per interval, not per report.
+    /// Takes one message. Writes happen on the interval, on request, when
+    /// `max_pending` members are waiting (unless the last write failed) and at
+    /// shutdown, so a failing Redis is tried once per interval, not per report.
     async fn take(&mut self, msg: Msg) {
         match msg {
             Msg::Seen(who) => {
@@ -98,6 +102,11 @@ impl Reporter {
                     Who::Visitor(ip) => !self.visitors.contains(ip),
                     Who::Bot(ip) => !self.bots.contains(ip),
                 };
+                // Full: write now, unless writes are failing; if that does not
+                // make room, drop.
+                if is_new && self.pending() >= self.max_pending && !self.failing {
+                    self.flush().await;
+                }
                 if is_new && self.pending() >= self.max_pending {
                     incr(&self.counters.pending_dropped);
                     self.dedupe.forget(&who);
@@ -136,6 +145,7 @@ impl Reporter {
             millis = tracing::field::Empty,
         );
         let ok = self.write_pending().instrument(span.clone()).await;
+        self.failing = !ok;
         span.record("ok", ok);
         span.record("millis", started.elapsed().as_millis() as u64);
         crate::metrics::flush(started.elapsed(), &self.counters.snapshot());

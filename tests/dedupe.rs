@@ -121,7 +121,26 @@ async fn resolution_is_capped_at_a_tenth_of_the_window(stack: Stack) {
     assert_eq!(site.whos.counters().reports_queued, 2);
 }
 
+/// A burst of more distinct members than `max_pending` between two flushes is
+/// written in parts as it comes, not dropped.
+async fn a_full_pending_list_is_written_at_once(stack: Stack) {
+    let site = Site::with(stack, |b| {
+        b.max_pending(3).flush_interval(Duration::from_secs(3600))
+    })
+    .await;
+    for i in 1..=10 {
+        site.visit(&format!("10.0.0.{i}")).await;
+    }
+    site.whos.flush().await.unwrap();
+    let c = site.whos.counters();
+    assert_eq!((c.reports_queued, c.pending_dropped), (10, 0));
+    // Written when the 4th, 7th and 10th arrived, and the last one by `flush`.
+    assert_eq!((c.flushes, c.members_written), (4, 10));
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 10);
+}
+
 on_both_stacks!(
+    a_full_pending_list_is_written_at_once,
     busy_members_are_queued_once_per_resolution,
     new_members_are_never_held_back,
     hiding_goes_through_within_the_resolution,
