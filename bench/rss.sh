@@ -48,7 +48,7 @@ trap '[ -n "$wrk_pid" ] && kill "$wrk_pid" 2>/dev/null; [ -n "$server_pid" ] && 
 
 kib() { awk -v f="$2" '$1 == f":" { print $2 }' "/proc/$1/status"; }
 
-printf "%-6s %10s %10s %14s %14s  %s\n" mode visitors req/s "peak RSS MiB" "final RSS MiB" "notes"
+printf "%-6s %10s %10s %8s %14s %14s  %s\n" mode visitors req/s "p99 ms" "peak RSS MiB" "final RSS MiB" "notes"
 for mode in $modes; do
   prefix="whos_bench_rss_$(date +%s)_$$_$mode"
   "${pin_server[@]}" "$bin" --mode "$mode" --bind "127.0.0.1:$port" --prefix "$prefix" 2>"$log" &
@@ -84,7 +84,7 @@ for mode in $modes; do
   line=$(grep '^RESULT' <<<"$out")
   awk -v mode="$mode" -v peak="$peak" -v final="$final" -v notes="$notes" '{
       for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-      printf "%-6s %10d %10.0f %14.1f %14.1f  %s\n", mode, v["requests"],
-        v["requests"] / (v["duration_us"] / 1e6), peak / 1024, final / 1024, notes
+      printf "%-6s %10d %10.0f %8.2f %14.1f %14.1f  %s\n", mode, v["requests"],
+        v["requests"] / (v["duration_us"] / 1e6), v["p99_us"] / 1000, peak / 1024, final / 1024, notes
     }' <<<"$line"
 done

@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::counters::{Counters, LogLimiter, add, incr};
 use crate::dedupe::Dedupe;
 use crate::presence::{Batch, PresenceStore};
-use crate::privacy::Pseudonymizer;
+use crate::privacy::{Members, Pseudonymizer};
 
 /// Who a request came from, as queued by the layer.
 #[derive(Debug)]
@@ -173,8 +173,8 @@ impl Reporter {
                 batch.users.push(name.clone());
             }
         }
-        batch.visitors = self.visitors.iter().map(|&ip| members.member(ip)).collect();
-        batch.bots = self.bots.iter().map(|&ip| members.member(ip)).collect();
+        batch.visitors = pseudonymise(&self.visitors, &members).await;
+        batch.bots = pseudonymise(&self.bots, &members).await;
         match self.presence.mark_seen(now.timestamp(), &batch).await {
             Ok(()) => {
                 incr(&self.counters.flushes);
@@ -197,4 +197,19 @@ impl Reporter {
             tracing::warn!(error = %e, pending = self.pending(), "whos-online: presence write failed; will retry");
         }
     }
+}
+
+/// The stored members for `ips`, letting other tasks on this worker run every
+/// 1,024 addresses: a large write (up to `max_pending` members) must not hold
+/// up the requests sharing the worker for its whole length.
+async fn pseudonymise(ips: &HashSet<IpAddr>, members: &Members) -> Vec<String> {
+    const TURN: usize = 1024;
+    let mut out = Vec::with_capacity(ips.len());
+    for (i, &ip) in ips.iter().enumerate() {
+        if i > 0 && i % TURN == 0 {
+            tokio::task::yield_now().await;
+        }
+        out.push(members.member(ip));
+    }
+    out
 }

@@ -219,7 +219,31 @@ async fn record_cache_expires(stack: Stack) {
     assert_eq!(p.cached_record().await.unwrap(), None);
 }
 
+/// A write far larger than one command's part lands whole, at its one time, and
+/// still never moves a later time back.
+async fn a_large_write_lands_whole(stack: Stack) {
+    let p = store(stack);
+    let many: Vec<String> = (0..2_500).map(|i| format!("visitor-{i:05}")).collect();
+    let users: Vec<String> = (0..1_001).map(|i| format!("user-{i:05}")).collect();
+    p.mark_seen(T + 5, &batch(&["user-00000"], &["visitor-02499"]))
+        .await
+        .unwrap();
+    let big = Batch {
+        users: users.clone(),
+        visitors: many,
+        ..Batch::default()
+    };
+    p.mark_seen(T, &big).await.unwrap();
+    let online = p.online(T, 2_000).await.unwrap();
+    assert_eq!((online.user_count, online.visitor_count), (1_001, 2_500));
+    assert_eq!(online.users, users);
+    // Only the two marked later are still online at T + 1.
+    let later = p.online(T + 1, 10).await.unwrap();
+    assert_eq!((later.user_count, later.visitor_count), (1, 1));
+}
+
 on_both_stacks!(
+    a_large_write_lands_whole,
     window_edges,
     last_seen_never_moves_back,
     limit_keeps_the_most_recent_sorted_by_name,

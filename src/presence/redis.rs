@@ -11,6 +11,11 @@ use super::{Batch, Counts, Online, PresenceStore};
 use crate::clock::ServerClock;
 use crate::{Error, Record, Result};
 
+/// Members per `ZADD` in one write: a write of up to `max_pending` members goes
+/// as several commands in the one pipeline, so no single command holds Redis
+/// (which serves one command at a time) for long.
+const ZADD_PART: usize = 1_000;
+
 /// One pool policy for both pool kinds (their builders are distinct types): at most
 /// 16 connections, and waiting for, creating and recycling one each bounded to 1 s.
 macro_rules! bounded_pool {
@@ -370,11 +375,18 @@ impl PresenceStore for RedisPresence {
             if members.is_empty() {
                 continue;
             }
-            let cmd = pipe.cmd("ZADD").arg(key).arg("GT");
-            for m in members {
-                cmd.arg(at).arg(m);
+            // In parts: Redis serves other clients between commands, and this
+            // worker serves requests between parts.
+            for (i, part) in members.chunks(ZADD_PART).enumerate() {
+                if i > 0 {
+                    tokio::task::yield_now().await;
+                }
+                let cmd = pipe.cmd("ZADD").arg(key).arg("GT");
+                for m in part {
+                    cmd.arg(at).arg(m);
+                }
+                cmd.ignore();
             }
-            cmd.ignore();
             if let Some(max) = self.max_members {
                 // Keep the `max` most recently seen: drop ranks 0 .. len-max-1.
                 let keep = i64::try_from(max).unwrap_or(i64::MAX);
