@@ -465,6 +465,7 @@ impl Builder {
             pseudonyms: Pseudonymizer::new(self.visitor_ids),
             dedupe,
             failing: false,
+            window: self.window,
         };
         let mut tasks = vec![runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))];
         if self.background_ticker {

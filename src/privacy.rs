@@ -48,18 +48,41 @@ impl Default for VisitorIds {
     }
 }
 
-/// Turns addresses into stored members, caching the current day's key.
+/// Turns addresses into stored members, caching the keys of the two latest days
+/// used (today's, and yesterday's for retiring its members after midnight).
 pub(crate) struct Pseudonymizer {
     ids: VisitorIds,
-    day_key: Mutex<Option<(NaiveDate, [u8; 32])>>,
+    day_keys: Mutex<[Option<DayKey>; 2]>,
 }
+
+/// A UTC day and the key of its pseudonyms.
+type DayKey = (NaiveDate, [u8; 32]);
 
 impl Pseudonymizer {
     pub(crate) fn new(ids: VisitorIds) -> Self {
         Self {
             ids,
-            day_key: Mutex::new(None),
+            day_keys: Mutex::new([None, None]),
         }
+    }
+
+    fn cached(&self, day: NaiveDate) -> Option<[u8; 32]> {
+        let keys = self.day_keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.iter()
+            .flatten()
+            .find(|(d, _)| *d == day)
+            .map(|&(_, k)| k)
+    }
+
+    /// Keeps `day`'s key, in place of the older of the two cached.
+    fn keep(&self, day: NaiveDate, key: [u8; 32]) {
+        let mut keys = self.day_keys.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = match (&keys[0], &keys[1]) {
+            (None, _) => 0,
+            (_, None) => 1,
+            (Some((a, _)), Some((b, _))) => usize::from(b < a),
+        };
+        keys[oldest] = Some((day, key));
     }
 
     /// A function from address to member for `day`, fetching the day key first
@@ -73,9 +96,7 @@ impl Pseudonymizer {
             VisitorIds::Raw => return Ok(Members::Raw),
             VisitorIds::Hashed { secret } => secret,
         };
-        if let Some((d, key)) = *self.day_key.lock().unwrap_or_else(|e| e.into_inner())
-            && d == day
-        {
+        if let Some(key) = self.cached(day) {
             return Ok(Members::hashed(&key));
         }
         let key = match secret {
@@ -90,7 +111,7 @@ impl Pseudonymizer {
                 derive_day_key(&shared, day)
             }
         };
-        *self.day_key.lock().unwrap_or_else(|e| e.into_inner()) = Some((day, key));
+        self.keep(day, key);
         Ok(Members::hashed(&key))
     }
 }
@@ -104,6 +125,11 @@ pub(crate) enum Members {
 }
 
 impl Members {
+    /// Whether members change with the day (keyed hashes) or not (raw addresses).
+    pub(crate) fn is_hashed(&self) -> bool {
+        matches!(self, Members::Hashed(_))
+    }
+
     pub(crate) fn hashed(day_key: &[u8; 32]) -> Self {
         Self::Hashed(Box::new(mac(day_key)))
     }

@@ -53,6 +53,9 @@ pub(crate) struct Reporter {
     /// The last write failed: a full `pending` then drops new members instead of
     /// writing early, so a failing Redis is still tried once per interval.
     pub(crate) failing: bool,
+    /// How long a member counts as online: after a UTC day change, yesterday's
+    /// pseudonyms are retired for that long (and a minute of slack for clocks).
+    pub(crate) window: Duration,
 }
 
 impl Reporter {
@@ -175,6 +178,12 @@ impl Reporter {
         }
         batch.visitors = pseudonymise(&self.visitors, &members).await;
         batch.bots = pseudonymise(&self.bots, &members).await;
+        if members.is_hashed()
+            && let Some(yesterday) = self.yesterdays_members(now).await
+        {
+            batch.retired_visitors = pseudonymise(&self.visitors, &yesterday).await;
+            batch.retired_bots = pseudonymise(&self.bots, &yesterday).await;
+        }
         match self.presence.mark_seen(now.timestamp(), &batch).await {
             Ok(()) => {
                 incr(&self.counters.flushes);
@@ -189,6 +198,23 @@ impl Reporter {
                 false
             }
         }
+    }
+
+    /// Shortly after a UTC day change, the previous day's members: a visitor
+    /// written now under today's pseudonym may still be online under
+    /// yesterday's, and would count twice. Best effort: without yesterday's key,
+    /// the old member simply ages out.
+    async fn yesterdays_members(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Members> {
+        use chrono::Timelike;
+        let since_midnight = Duration::from_secs(u64::from(now.num_seconds_from_midnight()));
+        if since_midnight >= self.window + Duration::from_secs(60) {
+            return None;
+        }
+        let yesterday = now.date_naive().pred_opt()?;
+        self.pseudonyms
+            .members_for(yesterday, &*self.presence)
+            .await
+            .ok()
     }
 
     fn failed(&self, e: &crate::Error) {

@@ -147,6 +147,30 @@ async fn bots_are_counted_apart(stack: Stack) {
     assert_eq!((counts.visitors, counts.bots), (0, 0));
 }
 
+/// Retired members leave their own kind's set only.
+async fn retired_members_are_removed(stack: Stack) {
+    let p = store(stack);
+    let first = Batch {
+        visitors: names(&["old-a", "old-b"]),
+        bots: names(&["bot-old", "bot-kept"]),
+        ..Batch::default()
+    };
+    p.mark_seen(T, &first).await.unwrap();
+    let next = Batch {
+        visitors: names(&["new-a"]),
+        bots: names(&["bot-new"]),
+        retired_visitors: names(&["old-a", "bot-kept"]),
+        retired_bots: names(&["bot-old", "old-b"]),
+        ..Batch::default()
+    };
+    p.mark_seen(T + 1, &next).await.unwrap();
+    let online = p.online(T, 10).await.unwrap();
+    // Visitors old-b and new-a; bots bot-kept and bot-new.
+    assert_eq!((online.visitor_count, online.bot_count), (2, 2));
+    let counts = p.prune_and_count(T + 1).await.unwrap();
+    assert_eq!((counts.visitors, counts.bots), (1, 1));
+}
+
 async fn daily_secret_first_writer_wins(stack: Stack) {
     let p = store(stack);
     let a = p.daily_secret("2026-11-26", &[1; 32]).await.unwrap();
@@ -244,6 +268,7 @@ async fn a_large_write_lands_whole(stack: Stack) {
 
 on_both_stacks!(
     a_large_write_lands_whole,
+    retired_members_are_removed,
     window_edges,
     last_seen_never_moves_back,
     limit_keeps_the_most_recent_sorted_by_name,

@@ -85,6 +85,12 @@ impl PresenceStore for MemoryPresence {
         }
         mark(&mut inner.visitors, at, &batch.visitors);
         mark(&mut inner.bots, at, &batch.bots);
+        for member in &batch.retired_visitors {
+            inner.visitors.remove(member);
+        }
+        for member in &batch.retired_bots {
+            inner.bots.remove(member);
+        }
         let max = self.max_members;
         let inner = &mut *inner;
         for (set, members) in [

@@ -40,10 +40,18 @@ pub struct Batch {
     pub visitors: Vec<String>,
     /// Bots, keyed like visitors.
     pub bots: Vec<String>,
+    /// Visitors' members to remove: in the first window after a UTC day
+    /// change, the previous day's pseudonyms of the visitors in `visitors`, so
+    /// that a visitor online across midnight counts once. A store that ignores
+    /// them counts such a visitor twice until the old member ages out.
+    pub retired_visitors: Vec<String>,
+    /// Bots' members to remove, as `retired_visitors`.
+    pub retired_bots: Vec<String>,
 }
 
 impl Batch {
-    /// Members in the batch, all kinds together.
+    /// Members seen in the batch, all kinds together (the retired ones are not
+    /// counted).
     pub fn len(&self) -> usize {
         self.users.len() + self.hidden_users.len() + self.visitors.len() + self.bots.len()
     }

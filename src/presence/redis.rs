@@ -398,6 +398,15 @@ impl PresenceStore for RedisPresence {
             }
             pipe.cmd("EXPIRE").arg(key).arg(self.set_ttl_secs).ignore();
         }
+        // Yesterday's pseudonyms of visitors written under today's.
+        for (key, retired) in [
+            (&self.visitors, &batch.retired_visitors),
+            (&self.bots, &batch.retired_bots),
+        ] {
+            for part in retired.chunks(ZADD_PART) {
+                pipe.cmd("ZREM").arg(key).arg(part).ignore();
+            }
+        }
         // A user is listed or hidden, never both: the latest report decides.
         for (other, members) in [
             (&self.hidden, &batch.users),
