@@ -1,6 +1,5 @@
 //! Configuration: one builder with sensible defaults.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use crate::lease::TickLease;
 use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
 use crate::privacy::{Pseudonymizer, VisitorIds};
 use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
-use crate::reporter::Reporter;
+use crate::reporter::{Reporter, Waiting, Writer};
 use crate::ticker::TickerState;
 use crate::{Error, Result};
 
@@ -454,18 +453,19 @@ impl Builder {
             tasks: Mutex::new(Vec::new()),
         });
         let reporter = Reporter {
-            presence,
-            clock,
+            writer: Writer {
+                presence,
+                clock,
+                counters: Arc::clone(&counters),
+                pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
+                window: self.window,
+            },
             counters,
-            users: HashMap::new(),
-            visitors: HashSet::new(),
-            bots: HashSet::new(),
+            waiting: Waiting::default(),
             max_pending: self.max_pending,
             error_log: LogLimiter::default(),
-            pseudonyms: Pseudonymizer::new(self.visitor_ids),
             dedupe,
             failing: false,
-            window: self.window,
         };
         let mut tasks = vec![runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))];
         if self.background_ticker {

@@ -1,5 +1,6 @@
 //! The reporter: drains the queue, coalesces duplicates and writes each batch to
-//! the presence store in one round trip.
+//! the presence store in one round trip, on a task of its own so that the queue
+//! keeps draining while a write is out.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -34,28 +35,91 @@ pub(crate) enum Msg {
 }
 
 pub(crate) struct Reporter {
-    pub(crate) presence: Arc<dyn PresenceStore>,
-    pub(crate) clock: Arc<dyn Clock>,
+    /// What a write needs; each write gets its own clone.
+    pub(crate) writer: Writer,
     pub(crate) counters: Arc<Counters>,
-    /// Members waiting to be written; survives failed flushes, up to `max_pending`.
-    /// Users map to whether they are hidden (the latest report wins).
-    pub(crate) users: HashMap<String, bool>,
-    pub(crate) visitors: HashSet<IpAddr>,
-    pub(crate) bots: HashSet<IpAddr>,
+    /// Members waiting to be written; survives failed writes, up to `max_pending`.
+    pub(crate) waiting: Waiting,
     pub(crate) max_pending: usize,
     pub(crate) error_log: LogLimiter,
-    /// Turns visitor and bot addresses into stored members (keyed hashes by
-    /// default); the only place an address becomes a member.
-    pub(crate) pseudonyms: Pseudonymizer,
     /// The layer's record of members handed on lately; a member dropped here is
     /// forgotten there, so its next request is reported again.
     pub(crate) dedupe: Arc<Dedupe>,
-    /// The last write failed: a full `pending` then drops new members instead of
+    /// The last write failed: a full `waiting` then drops new members instead of
     /// writing early, so a failing Redis is still tried once per interval.
     pub(crate) failing: bool,
-    /// How long a member counts as online: after a UTC day change, yesterday's
-    /// pseudonyms are retired for that long (and a minute of slack for clocks).
-    pub(crate) window: Duration,
+}
+
+/// Members waiting for a write, by kind. Users map to whether they are hidden
+/// (the latest report wins).
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    users: HashMap<String, bool>,
+    visitors: HashSet<IpAddr>,
+    bots: HashSet<IpAddr>,
+}
+
+impl Waiting {
+    fn len(&self) -> usize {
+        self.users.len() + self.visitors.len() + self.bots.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn contains(&self, who: &Who) -> bool {
+        match who {
+            Who::User { name, .. } => self.users.contains_key(name),
+            Who::Visitor(ip) => self.visitors.contains(ip),
+            Who::Bot(ip) => self.bots.contains(ip),
+        }
+    }
+
+    fn insert(&mut self, who: Who) {
+        match who {
+            Who::User { name, hidden } => {
+                self.users.insert(name, hidden);
+            }
+            Who::Visitor(ip) => {
+                self.visitors.insert(ip);
+            }
+            Who::Bot(ip) => {
+                self.bots.insert(ip);
+            }
+        }
+    }
+
+    fn into_whos(self) -> impl Iterator<Item = Who> {
+        let users = self
+            .users
+            .into_iter()
+            .map(|(name, hidden)| Who::User { name, hidden });
+        let visitors = self.visitors.into_iter().map(Who::Visitor);
+        users
+            .chain(visitors)
+            .chain(self.bots.into_iter().map(Who::Bot))
+    }
+}
+
+/// How a write ended; a failed one hands its members back.
+struct Written {
+    result: crate::Result<()>,
+    unwritten: Waiting,
+}
+
+/// One write at a time runs on a task of its own, so the reporter keeps taking
+/// reports from the queue while it is out.
+type InFlight = tokio::task::JoinHandle<Written>;
+
+/// The write out, if any, and the flush requests waiting on writes.
+#[derive(Default)]
+struct Writes {
+    in_flight: Option<InFlight>,
+    /// Answered when the write in flight ends.
+    acks: Vec<oneshot::Sender<()>>,
+    /// Came while a write was out: answered after one more write.
+    acks_next: Vec<oneshot::Sender<()>>,
 }
 
 impl Reporter {
@@ -71,133 +135,215 @@ impl Reporter {
         let mut interval =
             tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
         interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut w = Writes::default();
         loop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                done = async { w.in_flight.as_mut().expect("guarded").await }, if w.in_flight.is_some() => {
+                    w.in_flight = None;
+                    self.ended(&mut w, done);
+                }
                 msg = rx.recv() => match msg {
-                    Some(msg) => self.take(msg).await,
+                    Some(Msg::Seen(who)) => self.seen(&mut w, who).await,
+                    Some(Msg::Flush(ack)) => {
+                        if w.in_flight.is_none() {
+                            w.in_flight = Some(self.start_write());
+                            w.acks.push(ack);
+                        } else {
+                            w.acks_next.push(ack);
+                        }
+                    }
                     None => break,
                 },
-                _ = interval.tick() => self.flush().await,
+                _ = interval.tick(), if w.in_flight.is_none() => {
+                    if !self.waiting.is_empty() {
+                        w.in_flight = Some(self.start_write());
+                    }
+                }
             }
         }
-        // Shutdown: refuse new reports, write everything already queued.
+        // Shutdown: refuse new reports, let the writes out end, write
+        // everything already queued.
         rx.close();
+        self.settle(&mut w).await;
         while let Some(msg) = rx.recv().await {
-            self.take(msg).await;
+            match msg {
+                Msg::Seen(who) => self.seen(&mut w, who).await,
+                Msg::Flush(ack) => w.acks_next.push(ack),
+            }
         }
-        self.flush().await;
-    }
-
-    fn pending(&self) -> usize {
-        self.users.len() + self.visitors.len() + self.bots.len()
-    }
-
-    /// Takes one message. Writes happen on the interval, on request, when
-    /// `max_pending` members are waiting (unless the last write failed) and at
-    /// shutdown, so a failing Redis is tried once per interval, not per report.
-    async fn take(&mut self, msg: Msg) {
-        match msg {
-            Msg::Seen(who) => {
-                let is_new = match &who {
-                    Who::User { name, .. } => !self.users.contains_key(name),
-                    Who::Visitor(ip) => !self.visitors.contains(ip),
-                    Who::Bot(ip) => !self.bots.contains(ip),
-                };
-                // Full: write now, unless writes are failing; if that does not
-                // make room, drop.
-                if is_new && self.pending() >= self.max_pending && !self.failing {
-                    self.flush().await;
-                }
-                if is_new && self.pending() >= self.max_pending {
-                    incr(&self.counters.pending_dropped);
-                    self.dedupe.forget(&who);
-                    return;
-                }
-                match who {
-                    Who::User { name, hidden } => {
-                        self.users.insert(name, hidden);
-                    }
-                    Who::Visitor(ip) => {
-                        self.visitors.insert(ip);
-                    }
-                    Who::Bot(ip) => {
-                        self.bots.insert(ip);
-                    }
-                }
-            }
-            Msg::Flush(ack) => {
-                self.flush().await;
-                let _ = ack.send(());
-            }
+        self.settle(&mut w).await;
+        if !self.waiting.is_empty() || !w.acks_next.is_empty() {
+            w.in_flight = Some(self.start_write());
+            w.acks = std::mem::take(&mut w.acks_next);
+            self.settle(&mut w).await;
         }
     }
 
-    /// Writes the pending members, all stamped with the current time, in one
-    /// round trip. On failure they stay pending and go with the next flush.
-    async fn flush(&mut self) {
-        if self.pending() == 0 {
+    /// Takes one report. When `max_pending` members already wait, a new one
+    /// first waits for the write out, if any, and then has them written (the
+    /// queue holds later reports meanwhile); only if writes are failing is it
+    /// dropped.
+    async fn seen(&mut self, w: &mut Writes, who: Who) {
+        if !self.failing && self.full_for(&who) {
+            if let Some(write) = w.in_flight.take() {
+                let done = write.await;
+                self.ended(w, done);
+            }
+            if !self.failing && self.full_for(&who) && w.in_flight.is_none() {
+                w.in_flight = Some(self.start_write());
+            }
+        }
+        self.take(who);
+    }
+
+    /// Waits until no write is out, answering flush requests on the way.
+    async fn settle(&mut self, w: &mut Writes) {
+        while let Some(write) = w.in_flight.take() {
+            let done = write.await;
+            self.ended(w, done);
+        }
+    }
+
+    /// A write ended: take its outcome, answer the flush requests it covered,
+    /// and start the one more write that later requests wait for.
+    fn ended(&mut self, w: &mut Writes, done: Result<Written, tokio::task::JoinError>) {
+        self.finished(done);
+        for ack in w.acks.drain(..) {
+            let _ = ack.send(());
+        }
+        if !w.acks_next.is_empty() {
+            w.in_flight = Some(self.start_write());
+            w.acks = std::mem::take(&mut w.acks_next);
+        }
+    }
+
+    /// Whether `who` is new and there is no room for it.
+    fn full_for(&self, who: &Who) -> bool {
+        self.waiting.len() >= self.max_pending && !self.waiting.contains(who)
+    }
+
+    /// Keeps `who` waiting; with `max_pending` members already waiting a new one
+    /// is dropped, counted, and forgotten by the de-dup table.
+    fn take(&mut self, who: Who) {
+        if self.full_for(&who) {
+            incr(&self.counters.pending_dropped);
+            self.dedupe.forget(&who);
             return;
+        }
+        self.waiting.insert(who);
+    }
+
+    /// Hands everything waiting to a write on a task of its own.
+    fn start_write(&mut self) -> InFlight {
+        let members = std::mem::take(&mut self.waiting);
+        tokio::spawn(self.writer.clone().write(members))
+    }
+
+    /// Takes a write's outcome: a failed write's members wait again, as room
+    /// allows (what came in meanwhile stays: it is newer).
+    fn finished(&mut self, done: Result<Written, tokio::task::JoinError>) {
+        let written = match done {
+            Ok(w) => w,
+            Err(e) => {
+                // Only a panic in a store, or a runtime shutting down: that
+                // write's members are lost.
+                self.failing = true;
+                incr(&self.counters.flush_errors);
+                tracing::error!(error = %e, "whos-online: a presence write task ended abnormally");
+                return;
+            }
+        };
+        match written.result {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                self.failing = true;
+                incr(&self.counters.flush_errors);
+                for who in written.unwritten.into_whos() {
+                    if !self.waiting.contains(&who) {
+                        self.take(who);
+                    }
+                }
+                if self.error_log.allow(10) {
+                    tracing::warn!(error = %e, pending = self.waiting.len(), "whos-online: presence write failed; will retry");
+                }
+            }
+        }
+    }
+}
+
+/// What a write needs, shared with the reporter.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    pub(crate) presence: Arc<dyn PresenceStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) counters: Arc<Counters>,
+    /// Turns visitor and bot addresses into stored members (keyed hashes by
+    /// default); the only place an address becomes a member.
+    pub(crate) pseudonyms: Arc<Pseudonymizer>,
+    /// How long a member counts as online: after a UTC day change, yesterday's
+    /// pseudonyms are retired for that long (and a minute of slack for clocks).
+    pub(crate) window: Duration,
+}
+
+impl Writer {
+    /// Writes `members`, all stamped with the current time, in one round trip.
+    async fn write(self, members: Waiting) -> Written {
+        if members.is_empty() {
+            return Written {
+                result: Ok(()),
+                unwritten: members,
+            };
         }
         let started = std::time::Instant::now();
         let span = tracing::debug_span!(
             "whos_online.flush",
-            members = self.pending(),
+            members = members.len(),
             ok = tracing::field::Empty,
             millis = tracing::field::Empty,
         );
-        let ok = self.write_pending().instrument(span.clone()).await;
-        self.failing = !ok;
-        span.record("ok", ok);
+        let result = self.write_members(&members).instrument(span.clone()).await;
+        span.record("ok", result.is_ok());
         span.record("millis", started.elapsed().as_millis() as u64);
         crate::metrics::flush(started.elapsed(), &self.counters.snapshot());
+        Written {
+            unwritten: if result.is_ok() {
+                Waiting::default()
+            } else {
+                members
+            },
+            result,
+        }
     }
 
-    async fn write_pending(&mut self) -> bool {
+    async fn write_members(&self, members: &Waiting) -> crate::Result<()> {
         let now = self.clock.now();
         // Visitors are stored under the day's pseudonym (or raw, if configured).
-        let members = match self
+        let today = self
             .pseudonyms
             .members_for(now.date_naive(), &*self.presence)
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                self.failed(&e);
-                return false;
-            }
-        };
+            .await?;
         let mut batch = Batch::default();
-        for (name, &hidden) in &self.users {
+        for (name, &hidden) in &members.users {
             if hidden {
                 batch.hidden_users.push(name.clone());
             } else {
                 batch.users.push(name.clone());
             }
         }
-        batch.visitors = pseudonymise(&self.visitors, &members).await;
-        batch.bots = pseudonymise(&self.bots, &members).await;
-        if members.is_hashed()
+        batch.visitors = pseudonymise(&members.visitors, &today).await;
+        batch.bots = pseudonymise(&members.bots, &today).await;
+        if today.is_hashed()
             && let Some(yesterday) = self.yesterdays_members(now).await
         {
-            batch.retired_visitors = pseudonymise(&self.visitors, &yesterday).await;
-            batch.retired_bots = pseudonymise(&self.bots, &yesterday).await;
+            batch.retired_visitors = pseudonymise(&members.visitors, &yesterday).await;
+            batch.retired_bots = pseudonymise(&members.bots, &yesterday).await;
         }
-        match self.presence.mark_seen(now.timestamp(), &batch).await {
-            Ok(()) => {
-                incr(&self.counters.flushes);
-                add(&self.counters.members_written, batch.len() as u64);
-                self.users.clear();
-                self.visitors.clear();
-                self.bots.clear();
-                true
-            }
-            Err(e) => {
-                self.failed(&e);
-                false
-            }
-        }
+        self.presence.mark_seen(now.timestamp(), &batch).await?;
+        incr(&self.counters.flushes);
+        add(&self.counters.members_written, batch.len() as u64);
+        Ok(())
     }
 
     /// Shortly after a UTC day change, the previous day's members: a visitor
@@ -215,13 +361,6 @@ impl Reporter {
             .members_for(yesterday, &*self.presence)
             .await
             .ok()
-    }
-
-    fn failed(&self, e: &crate::Error) {
-        incr(&self.counters.flush_errors);
-        if self.error_log.allow(10) {
-            tracing::warn!(error = %e, pending = self.pending(), "whos-online: presence write failed; will retry");
-        }
     }
 }
 
