@@ -293,10 +293,11 @@ impl Builder {
         self
     }
 
-    /// Most distinct members held for one write (default 100 000). When that
-    /// many are waiting they are written at once, without waiting for the flush
-    /// interval; while writes are failing, more are dropped and counted
-    /// (`pending_dropped`), which bounds memory while Redis is down.
+    /// Most distinct members waiting for one write (default 100 000), besides
+    /// those of the write already out. When that many are waiting they are
+    /// written at once, without waiting for the flush interval; while writes are
+    /// failing, more are dropped and counted (`pending_dropped`), which bounds
+    /// memory while Redis is down.
     pub fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = max;
         self
