@@ -52,6 +52,19 @@ async fn pings(port: u16) -> bool {
     )
 }
 
+/// Whether `setpriv` with `--pdeathsig` can be run here.
+fn has_setpriv() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
 /// A `redis-server` process of this test, on its own loopback port.
 pub struct RedisServer {
     port: u16,
@@ -89,7 +102,17 @@ impl RedisServer {
     /// Spawns the process on this server's port; whether it came up.
     async fn spawn(&mut self) -> bool {
         let port = self.port.to_string();
-        let mut cmd = Command::new("redis-server");
+        // Through util-linux's `setpriv`, the server gets SIGKILL when the
+        // thread that started it ends, so a test process that is killed (a CI
+        // timeout) leaves no server behind; without `setpriv`, it is started
+        // directly.
+        let mut cmd = if has_setpriv() {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL", "--", "redis-server"]);
+            c
+        } else {
+            Command::new("redis-server")
+        };
         cmd.args(["--port", &port, "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
