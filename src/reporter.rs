@@ -104,6 +104,9 @@ impl Waiting {
 
 /// How a write ended; a failed one hands its members back.
 struct Written {
+    /// Whether there was anything to write; a write of nothing says nothing
+    /// about the store.
+    attempted: bool,
     result: crate::Result<()>,
     unwritten: Waiting,
 }
@@ -255,6 +258,9 @@ impl Reporter {
                 return;
             }
         };
+        if !written.attempted {
+            return;
+        }
         match written.result {
             Ok(()) => self.failing = false,
             Err(e) => {
@@ -292,6 +298,7 @@ impl Writer {
     async fn write(self, members: Waiting) -> Written {
         if members.is_empty() {
             return Written {
+                attempted: false,
                 result: Ok(()),
                 unwritten: members,
             };
@@ -308,6 +315,7 @@ impl Writer {
         span.record("millis", started.elapsed().as_millis() as u64);
         crate::metrics::flush(started.elapsed(), &self.counters.snapshot());
         Written {
+            attempted: true,
             unwritten: if result.is_ok() {
                 Waiting::default()
             } else {
