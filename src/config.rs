@@ -460,6 +460,7 @@ impl Builder {
                 counters: Arc::clone(&counters),
                 pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
                 window: self.window,
+                dedupe: Arc::clone(&dedupe),
             },
             counters,
             waiting: Waiting::default(),

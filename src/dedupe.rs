@@ -257,6 +257,16 @@ impl Dedupe {
             }
         }
     }
+
+    /// Forgets every member: the store lost what was written, so each is
+    /// handed on again at its next request.
+    pub(crate) fn clear(&self) {
+        for bucket in &self.buckets {
+            for slot in &bucket.0 {
+                slot.store(0, Relaxed);
+            }
+        }
+    }
 }
 
 /// The de-duplication table on its own, for `benches/dedupe.rs`, which sets it

@@ -66,6 +66,12 @@ impl Pseudonymizer {
         }
     }
 
+    /// Drops the cached keys: the store lost them with the rest, and the next
+    /// write takes whatever key the instances now agree on there.
+    pub(crate) fn forget(&self) {
+        *self.day_keys.lock().unwrap_or_else(|e| e.into_inner()) = [None, None];
+    }
+
     fn cached(&self, day: NaiveDate) -> Option<[u8; 32]> {
         let keys = self.day_keys.lock().unwrap_or_else(|e| e.into_inner());
         keys.iter()

@@ -291,6 +291,9 @@ pub(crate) struct Writer {
     /// How long a member counts as online: after a UTC day change, yesterday's
     /// pseudonyms are retired for that long (and a minute of slack for clocks).
     pub(crate) window: Duration,
+    /// Cleared when the store has lost its data, so members come back at their
+    /// next request.
+    pub(crate) dedupe: Arc<Dedupe>,
 }
 
 impl Writer {
@@ -351,6 +354,13 @@ impl Writer {
         self.presence.mark_seen(now.timestamp(), &batch).await?;
         incr(&self.counters.flushes);
         add(&self.counters.members_written, batch.len() as u64);
+        if self.presence.take_data_loss() {
+            tracing::warn!(
+                "whos-online: the presence store lost its data; members are written again at their next request"
+            );
+            self.dedupe.clear();
+            self.pseudonyms.forget();
+        }
         Ok(())
     }
 

@@ -377,6 +377,37 @@ async fn redis_flushed_record_returns_and_presence_refills() {
     assert_eq!(site.whos.record().await.unwrap().max_users, 4);
 }
 
+/// Redis emptied: once a write notices (the store's own marker key is gone),
+/// members written lately are written again at their next request, not only
+/// after the de-duplication resolution; visitors too, under whatever day key
+/// the instances now share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_emptied_members_come_back_at_their_next_request() {
+    let redis = RedisServer::start().await;
+    let site = Site::with(Stack::Real, |b| b.redis(redis_pool(&redis.url()).unwrap())).await;
+    site.visit_as("a", "10.0.0.1").await;
+    site.visit("10.0.0.2").await;
+    site.whos.flush().await.unwrap();
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+
+    // The clock does not move: everyone is well within the resolution. A new
+    // member's write notices the loss...
+    site.visit_as("z", "10.0.0.3").await;
+    site.whos.flush().await.unwrap();
+    // ...and the earlier ones are written at their next request.
+    site.visit_as("a", "10.0.0.1").await;
+    site.visit("10.0.0.2").await;
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(100).await.unwrap();
+    assert_eq!(online.users, ["a", "z"]);
+    assert_eq!(online.visitor_count, 1);
+    // Once noticed, not again: a further write finds the marker in place.
+    site.visit("10.0.0.4").await;
+    site.whos.flush().await.unwrap();
+    site.visit("10.0.0.2").await;
+    assert_eq!(site.whos.counters().reports_queued, 6);
+}
+
 /// Graceful shutdown with reports still queued (the flush interval is an hour):
 /// all of them are in the store after `shutdown().await`.
 async fn shutdown_writes_every_queued_report(stack: Stack) {

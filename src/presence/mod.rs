@@ -87,6 +87,15 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// harmless. A user reported hidden leaves the listed set, and back.
     async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<()>;
 
+    /// Whether the store has lost what was written to it (Redis restarted empty,
+    /// was flushed, or evicted the keys) since this was last asked, as noticed
+    /// by the writes. The reporter then forgets which members it wrote lately,
+    /// so that each is written again at its next request instead of after the
+    /// de-duplication resolution. The default never notices a loss.
+    fn take_data_loss(&self) -> bool {
+        false
+    }
+
     /// Removes members last seen before `cutoff` and counts what remains.
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts>;
 

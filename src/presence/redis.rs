@@ -1,4 +1,6 @@
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -143,6 +145,20 @@ pub struct RedisPresence {
     max_members: Option<usize>,
     server_clock: Option<Arc<ServerClock>>,
     timeout: Duration,
+    /// A key of this store alone, set by every write: missing at a write that
+    /// follows another within its lifetime, it means Redis lost its data.
+    marker: String,
+    /// Shared by clones, which are the same store.
+    writes: Arc<Writes>,
+}
+
+/// What the writes have seen of the marker.
+#[derive(Debug, Default)]
+struct Writes {
+    /// The time of the last write, 0 before the first.
+    last: AtomicI64,
+    /// A write found the marker gone; not yet taken.
+    lost: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -181,6 +197,11 @@ impl RedisPresence {
             max_members: None,
             server_clock: None,
             timeout: Duration::from_secs(2),
+            marker: format!(
+                "{{{prefix}}}:writer:{:016x}",
+                std::collections::hash_map::RandomState::new().hash_one(0x77_u64)
+            ),
+            writes: Arc::default(),
         }
     }
 
@@ -366,6 +387,7 @@ impl PresenceStore for RedisPresence {
             None => at,
         };
         let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(&self.marker);
         for (key, members) in [
             (&self.users, &batch.users),
             (&self.hidden, &batch.hidden_users),
@@ -416,10 +438,33 @@ impl PresenceStore for RedisPresence {
                 pipe.cmd("ZREM").arg(other).arg(members).ignore();
             }
         }
+        pipe.cmd("SET")
+            .arg(&self.marker)
+            .arg(1)
+            .arg("EX")
+            .arg(self.set_ttl_secs)
+            .ignore();
         self.ask_time(&mut pipe);
-        let time: Vec<ServerTime> = self.timed(pipe.query_async(&mut conn)).await?;
-        self.observe(time.into_iter().next());
+        let (marked, time): (bool, Option<ServerTime>) = if self.server_clock.is_some() {
+            let (marked, time) = self.timed(pipe.query_async(&mut conn)).await?;
+            (marked, Some(time))
+        } else {
+            let (marked,) = self.timed(pipe.query_async(&mut conn)).await?;
+            (marked, None)
+        };
+        self.observe(time);
+        // The marker outlives the sets' last write by their lifetime: missing
+        // well within it, it was taken away with the rest.
+        let last = self.writes.last.swap(at, Relaxed);
+        let ttl = i64::try_from(self.set_ttl_secs).unwrap_or(i64::MAX);
+        if !marked && last != 0 && at.saturating_sub(last) < ttl - 60 {
+            self.writes.lost.store(true, Relaxed);
+        }
         Ok(())
+    }
+
+    fn take_data_loss(&self) -> bool {
+        self.writes.lost.swap(false, Relaxed)
     }
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
