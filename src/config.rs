@@ -457,16 +457,14 @@ impl Builder {
             writer: Writer {
                 presence,
                 clock,
-                counters: Arc::clone(&counters),
+                counters,
                 pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
                 window: self.window,
-                dedupe: Arc::clone(&dedupe),
+                dedupe,
             },
-            counters,
             waiting: Waiting::default(),
             max_pending: self.max_pending,
             error_log: LogLimiter::default(),
-            dedupe,
             failing: false,
         };
         let mut tasks = vec![runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))];

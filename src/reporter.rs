@@ -35,16 +35,13 @@ pub(crate) enum Msg {
 }
 
 pub(crate) struct Reporter {
-    /// What a write needs; each write gets its own clone.
+    /// What a write needs (each write gets its own clone); also the counters
+    /// and the de-dup table the reporter itself uses.
     pub(crate) writer: Writer,
-    pub(crate) counters: Arc<Counters>,
     /// Members waiting to be written; survives failed writes, up to `max_pending`.
     pub(crate) waiting: Waiting,
     pub(crate) max_pending: usize,
     pub(crate) error_log: LogLimiter,
-    /// The layer's record of members handed on lately; a member dropped here is
-    /// forgotten there, so its next request is reported again.
-    pub(crate) dedupe: Arc<Dedupe>,
     /// The last write failed: a full `waiting` then drops new members instead of
     /// writing early, so a failing Redis is still tried once per interval.
     pub(crate) failing: bool,
@@ -178,8 +175,7 @@ impl Reporter {
         }
         self.settle(&mut w).await;
         if !self.waiting.is_empty() || !w.acks_next.is_empty() {
-            w.in_flight = Some(self.start_write());
-            w.acks = std::mem::take(&mut w.acks_next);
+            self.write_for_next(&mut w);
             self.settle(&mut w).await;
         }
     }
@@ -190,10 +186,7 @@ impl Reporter {
     /// dropped.
     async fn seen(&mut self, w: &mut Writes, who: Who) {
         if !self.failing && self.full_for(&who) {
-            if let Some(write) = w.in_flight.take() {
-                let done = write.await;
-                self.ended(w, done);
-            }
+            self.await_write(w).await;
             if !self.failing && self.full_for(&who) && w.in_flight.is_none() {
                 w.in_flight = Some(self.start_write());
             }
@@ -201,11 +194,18 @@ impl Reporter {
         self.take(who);
     }
 
-    /// Waits until no write is out, answering flush requests on the way.
-    async fn settle(&mut self, w: &mut Writes) {
-        while let Some(write) = w.in_flight.take() {
+    /// Waits for the write out, if any, and takes its end.
+    async fn await_write(&mut self, w: &mut Writes) {
+        if let Some(write) = w.in_flight.take() {
             let done = write.await;
             self.ended(w, done);
+        }
+    }
+
+    /// Waits until no write is out, answering flush requests on the way.
+    async fn settle(&mut self, w: &mut Writes) {
+        while w.in_flight.is_some() {
+            self.await_write(w).await;
         }
     }
 
@@ -217,9 +217,14 @@ impl Reporter {
             let _ = ack.send(());
         }
         if !w.acks_next.is_empty() {
-            w.in_flight = Some(self.start_write());
-            w.acks = std::mem::take(&mut w.acks_next);
+            self.write_for_next(w);
         }
+    }
+
+    /// Starts the write that the flush requests in `acks_next` wait for.
+    fn write_for_next(&mut self, w: &mut Writes) {
+        w.in_flight = Some(self.start_write());
+        w.acks = std::mem::take(&mut w.acks_next);
     }
 
     /// Whether `who` is new and there is no room for it.
@@ -231,8 +236,8 @@ impl Reporter {
     /// is dropped, counted, and forgotten by the de-dup table.
     fn take(&mut self, who: Who) {
         if self.full_for(&who) {
-            incr(&self.counters.pending_dropped);
-            self.dedupe.forget(&who);
+            incr(&self.writer.counters.pending_dropped);
+            self.writer.dedupe.forget(&who);
             return;
         }
         self.waiting.insert(who);
@@ -253,7 +258,7 @@ impl Reporter {
                 // Only a panic in a store, or a runtime shutting down: that
                 // write's members are lost.
                 self.failing = true;
-                incr(&self.counters.flush_errors);
+                incr(&self.writer.counters.flush_errors);
                 tracing::error!(error = %e, "whos-online: a presence write task ended abnormally");
                 return;
             }
@@ -265,7 +270,7 @@ impl Reporter {
             Ok(()) => self.failing = false,
             Err(e) => {
                 self.failing = true;
-                incr(&self.counters.flush_errors);
+                incr(&self.writer.counters.flush_errors);
                 for who in written.unwritten.into_whos() {
                     if !self.waiting.contains(&who) {
                         self.take(who);
@@ -291,8 +296,9 @@ pub(crate) struct Writer {
     /// How long a member counts as online: after a UTC day change, yesterday's
     /// pseudonyms are retired for that long (and a minute of slack for clocks).
     pub(crate) window: Duration,
-    /// Cleared when the store has lost its data, so members come back at their
-    /// next request.
+    /// The layer's record of members handed on lately: a member the reporter
+    /// drops is forgotten there, so its next request is reported again, and
+    /// all are when the store has lost its data.
     pub(crate) dedupe: Arc<Dedupe>,
 }
 

@@ -309,30 +309,53 @@ impl PresenceStore for GatedStore {
     }
 }
 
+/// A site on a gated store with one write held in it: a report of 10.0.0.1,
+/// then a flush, which is inside the store's `mark_seen` when this returns.
+struct HeldWrite {
+    site: Site,
+    store: Arc<Gated>,
+    flushing: tokio::task::JoinHandle<whos_online::Result<()>>,
+}
+
+impl HeldWrite {
+    async fn start(configure: impl FnOnce(whos_online::Builder) -> whos_online::Builder) -> Self {
+        let store = Arc::new(Gated {
+            inner: MemoryPresence::new(),
+            entered: Notify::new(),
+            release: Notify::new(),
+            open: Default::default(),
+        });
+        let gated = GatedStore(Arc::clone(&store));
+        let site = Site::with(Stack::Memory, |b| configure(b.presence_store(gated))).await;
+        site.visit("10.0.0.1").await;
+        let whos = site.whos.clone();
+        let flushing = tokio::spawn(async move { whos.flush().await });
+        store.entered.notified().await;
+        Self {
+            site,
+            store,
+            flushing,
+        }
+    }
+
+    /// Lets the held write, and every later one, through; waits for the flush.
+    async fn release(self) -> Site {
+        self.store
+            .open
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.store.release.notify_one();
+        self.flushing.await.unwrap().unwrap();
+        self.site
+    }
+}
+
 /// A full queue drops and counts; every request still succeeds at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_drops_and_counts() {
-    let store = Arc::new(Gated {
-        inner: MemoryPresence::new(),
-        entered: Notify::new(),
-        release: Notify::new(),
-        open: Default::default(),
-    });
     // The reporter keeps taking reports while a write is out, up to
     // `max_pending`; then it waits for the write, and the queue fills.
-    let site = Site::with(Stack::Memory, |b| {
-        b.presence_store(GatedStore(Arc::clone(&store)))
-            .queue_capacity(4)
-            .max_pending(1)
-    })
-    .await;
-    // Hold a write.
-    site.visit("10.0.0.1").await;
-    let whos = site.whos.clone();
-    let flushing = tokio::spawn(async move { whos.flush().await });
-    store.entered.notified().await;
-
-    let app = site.app();
+    let held = HeldWrite::start(|b| b.queue_capacity(4).max_pending(1)).await;
+    let app = held.site.app();
     for i in 0..100 {
         let res = app
             .clone()
@@ -344,13 +367,11 @@ async fn a_full_queue_drops_and_counts() {
     // The queue holds 4. The reporter takes one report to wait (max_pending 1)
     // and, at the next, waits for the held write: at most 6 of the 100 get in,
     // at least the 4 the queue holds (if the reporter had not yet run).
-    let c = site.whos.counters();
+    let c = held.site.whos.counters();
     assert_eq!(c.reports_dropped + c.reports_queued, 101);
     assert!((94..=96).contains(&c.reports_dropped), "{c:?}");
 
-    store.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    store.release.notify_one();
-    flushing.await.unwrap().unwrap();
+    let site = held.release().await;
     site.whos.flush().await.unwrap();
     assert_eq!(
         site.whos.online(1).await.unwrap().visitor_count,
@@ -364,22 +385,8 @@ async fn a_full_queue_drops_and_counts() {
 /// forgets it, so the next request of the same visitor is reported again.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_drains_while_a_write_is_out() {
-    let store = Arc::new(Gated {
-        inner: MemoryPresence::new(),
-        entered: Notify::new(),
-        release: Notify::new(),
-        open: Default::default(),
-    });
-    let site = Site::with(Stack::Memory, |b| {
-        b.presence_store(GatedStore(Arc::clone(&store)))
-            .queue_capacity(1)
-    })
-    .await;
-    site.visit("10.0.0.1").await;
-    let whos = site.whos.clone();
-    let flushing = tokio::spawn(async move { whos.flush().await });
-    store.entered.notified().await;
-
+    let held = HeldWrite::start(|b| b.queue_capacity(1)).await;
+    let site = &held.site;
     for i in 0..20u64 {
         let ip = format!("10.0.2.{i}");
         let mut attempts = 0;
@@ -390,11 +397,9 @@ async fn the_queue_drains_while_a_write_is_out() {
             tokio::task::yield_now().await;
         }
     }
-    assert!(!flushing.is_finished(), "the write is still held");
+    assert!(!held.flushing.is_finished(), "the write is still held");
 
-    store.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    store.release.notify_one();
-    flushing.await.unwrap().unwrap();
+    let site = held.release().await;
     site.whos.flush().await.unwrap();
     let c = site.whos.counters();
     assert_eq!((c.reports_queued, c.pending_dropped), (21, 0));
