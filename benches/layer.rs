@@ -196,7 +196,7 @@ fn layer_case<S>(
 {
     let w = whos(rt, store, resolution);
     case(c, name, wrap(&w), Some(&w), rt, make);
-    rt.block_on(w.shutdown());
+    rt.block_on(w.shutdown()).unwrap();
 }
 
 fn distinct(k: u64) -> Request<Body> {

@@ -127,6 +127,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
-    whos.shutdown().await;
+    whos.shutdown().await?;
     Ok(())
 }

@@ -215,7 +215,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     if let Some(w) = whos {
-        w.shutdown().await;
+        w.shutdown().await.unwrap();
         let c = w.counters();
         eprintln!(
             "STATS mode={:?} reports_queued={} reports_dropped={} pending_dropped={} flushes={} flush_errors={} members_written={}",

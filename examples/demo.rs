@@ -17,6 +17,7 @@
 //! | `WHOS_ONLINE_WINDOW_SECS` | `900`            | how long a member counts as online        |
 //! | `WHOS_ONLINE_TICK_SECS`   | `60`             | how often the record is checked           |
 //! | `WHOS_ONLINE_PREFIX`      | `whos_online`    | Redis key prefix                          |
+//! | `WHOS_ONLINE_CLIENT_IP_SOURCE` | unset (the TCP peer) | a proxy header to trust, e.g. `RightmostXForwardedFor` |
 //! | `RUST_LOG`                | `info`           | log filter                                |
 //!
 //! With `--features prometheus` the demo also serves the crate's metrics at
@@ -37,7 +38,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::postgres::PgPoolOptions;
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-use whos_online::{Online, Record, SessionUser, WhosOnline};
+use whos_online::{ClientIpSource, Online, Record, SessionUser, WhosOnline};
 
 /// The session key holding the logged-in user's name.
 pub const USERNAME_KEY: &str = "username";
@@ -61,6 +62,10 @@ pub struct DemoConfig {
     pub tick_interval: Duration,
     /// Redis key prefix (`WHOS_ONLINE_PREFIX`).
     pub prefix: String,
+    /// Where visitors' addresses come from (`WHOS_ONLINE_CLIENT_IP_SOURCE`, a
+    /// [`ClientIpSource`] name such as `RightmostXForwardedFor`; unset: the TCP
+    /// peer). Name a header only behind a proxy that sets it.
+    pub client_ip_source: ClientIpSource,
 }
 
 impl Default for DemoConfig {
@@ -73,6 +78,7 @@ impl Default for DemoConfig {
             window: whos_online::DEFAULT_WINDOW,
             tick_interval: whos_online::DEFAULT_TICK_INTERVAL,
             prefix: whos_online::DEFAULT_PREFIX.to_owned(),
+            client_ip_source: ClientIpSource::ConnectInfo,
         }
     }
 }
@@ -110,6 +116,17 @@ impl DemoConfig {
             window: secs("WHOS_ONLINE_WINDOW_SECS", defaults.window, 366 * 24 * 3600)?,
             tick_interval: secs("WHOS_ONLINE_TICK_SECS", defaults.tick_interval, 24 * 3600)?,
             prefix: var("WHOS_ONLINE_PREFIX").unwrap_or(defaults.prefix),
+            client_ip_source: match var("WHOS_ONLINE_CLIENT_IP_SOURCE") {
+                None => defaults.client_ip_source,
+                Some(v) => v.parse().map_err(|_| {
+                    format!(
+                        "WHOS_ONLINE_CLIENT_IP_SOURCE must name a client IP source (ConnectInfo, \
+                         RightmostXForwardedFor, RightmostForwarded, XRealIp, CfConnectingIp, \
+                         TrueClientIp, FlyClientIp, CloudFrontViewerAddress or \
+                         XEnvoyExternalAddress), not {v:?}"
+                    )
+                })?,
+            },
         })
     }
 }
@@ -123,7 +140,8 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
         .identify_users(SessionUser::new(USERNAME_KEY))
         .window(config.window)
         .tick_interval(config.tick_interval)
-        .prefix(&config.prefix);
+        .prefix(&config.prefix)
+        .client_ip_source(config.client_ip_source.clone());
     #[cfg(feature = "prometheus")]
     {
         builder = builder.skip_path_prefix("/metrics"); // scrapes are not visitors
@@ -182,11 +200,8 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
 /// `GET /`: the page with the who's-online footer.
 async fn page(State(whos): State<WhosOnline>, session: Session) -> Html<String> {
     let user = session.get::<String>(USERNAME_KEY).await.ok().flatten();
-    // Demo only: write the queued reports now (such as the login that redirected
-    // here) instead of on the next flush, so they show at once. A real app never
-    // waits on the store in a page handler. This request itself is reported once
-    // its response is ready, so it shows from the next page view.
-    let _ = tokio::time::timeout(Duration::from_secs(1), whos.flush()).await;
+    // Reports are written once a second, not by the page: a request shows from
+    // the page views after the next write.
     let online = whos.online(FOOTER_NAMES).await;
     let record = whos.record().await;
     if let Err(e) = &online {
@@ -498,8 +513,9 @@ async fn main() -> Result<(), Fatal> {
     .with_graceful_shutdown(shutdown_signal())
     .await;
     // Write every queued report before exit, even if serving failed.
-    whos.shutdown().await;
+    let shut = whos.shutdown().await;
     served?;
+    shut?;
     tracing::info!("stopped");
     Ok(())
 }

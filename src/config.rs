@@ -12,11 +12,11 @@ use crate::clock::{Clock, ServerClock, SystemClock};
 use crate::counters::{Counters, LogLimiter};
 use crate::dedupe::Dedupe;
 use crate::filters::Skip;
-use crate::handle::{Shared, WhosOnline};
+use crate::handle::{Shared, Tasks, WhosOnline};
 use crate::identity::{IdentifyUser, NoUsers};
 use crate::layer::Reporting;
 use crate::lease::TickLease;
-use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::presence::{DEFAULT_MAX_MEMBERS, MemoryPresence, PresenceStore, RedisPresence};
 use crate::privacy::{Pseudonymizer, VisitorIds};
 use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
 use crate::reporter::{Reporter, Waiting, Writer};
@@ -37,6 +37,11 @@ pub const DEFAULT_QUEUE_CAPACITY: usize = 16 * 1024;
 pub const DEFAULT_MAX_PENDING: usize = 100_000;
 /// Default resolution of last-seen times: 30 seconds.
 pub const DEFAULT_RESOLUTION: Duration = Duration::from_secs(30);
+/// Default time shutdown keeps retrying writes to a failing store: 5 seconds.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default prefix length by which IPv6 visitors are grouped: a /64, what one
+/// home line or server is usually given.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "whos_online";
 
@@ -89,6 +94,8 @@ pub struct Builder {
     max_pending: usize,
     resolution: Duration,
     max_members: Option<usize>,
+    ipv6_prefix: u8,
+    shutdown_grace: Duration,
     server_time: Option<bool>,
     tick_lease: bool,
 }
@@ -124,7 +131,9 @@ impl Default for Builder {
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             max_pending: DEFAULT_MAX_PENDING,
             resolution: DEFAULT_RESOLUTION,
-            max_members: None,
+            max_members: Some(DEFAULT_MAX_MEMBERS),
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             server_time: None,
             tick_lease: true,
         }
@@ -303,13 +312,41 @@ impl Builder {
         self
     }
 
-    /// Caps each set (users, hidden users, visitors, bots) at `max` members; after
-    /// each write the least recently seen beyond it are dropped. Bounds the
-    /// presence store under a flood of distinct visitors; counts (and so the
-    /// record) never exceed `max`. Default: no cap. Applies to the Redis and
-    /// in-memory stores alike, not to a store of your own.
+    /// Caps each set (users, hidden users, visitors, bots) at `max` members
+    /// (default [`DEFAULT_MAX_MEMBERS`], one million); after each write the
+    /// least recently seen beyond it are dropped, counted (`members_trimmed`)
+    /// and logged. Bounds the presence store under a flood of distinct
+    /// visitors; counts (and so the record) never exceed `max`. Applies to the
+    /// Redis and in-memory stores alike, not to a store of your own. Zero is
+    /// refused by [`build`](Self::build).
     pub fn max_members(mut self, max: usize) -> Self {
         self.max_members = Some(max);
+        self
+    }
+
+    /// Lets each set grow without a cap (see [`max_members`](Self::max_members)):
+    /// then one client with many addresses can grow the store without bound.
+    pub fn unlimited_members(mut self) -> Self {
+        self.max_members = None;
+        self
+    }
+
+    /// Groups IPv6 visitors by their first `bits` bits before they are keyed
+    /// (default 64): one home line or server is usually given a whole /64, so
+    /// without grouping one host could pose as 2^64 visitors. IPv4 addresses
+    /// count one each (/32); IPv4-mapped IPv6 addresses count as IPv4. 128
+    /// counts every IPv6 address apart. Outside 1 to 128 is refused by
+    /// [`build`](Self::build).
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits;
+        self
+    }
+
+    /// How long [`shutdown`](WhosOnline::shutdown) keeps retrying the last
+    /// writes while the presence store fails (default 5 s); what is still
+    /// unwritten then is reported as lost.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
         self
     }
 
@@ -359,7 +396,10 @@ impl Builder {
             return bad("tick and flush intervals must be above zero");
         }
         if self.max_members == Some(0) {
-            return bad("max members must be above zero");
+            return bad("max members must be above zero (unlimited_members() lifts the cap)");
+        }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return bad("the IPv6 prefix must be from 1 to 128 bits");
         }
         if self.queue_capacity == 0 || self.max_pending == 0 {
             return bad("queue capacity and max pending must be above zero");
@@ -395,9 +435,10 @@ impl Builder {
         let mut lease = None;
         let mut wire_redis = |store: RedisPresence| -> Arc<dyn PresenceStore> {
             let mut store = store.with_set_ttl(self.window.saturating_mul(2));
-            if let Some(max) = self.max_members {
-                store = store.with_max_members(max);
-            }
+            store = match self.max_members {
+                Some(max) => store.with_max_members(max),
+                None => store.without_member_cap(),
+            };
             if self.server_time.unwrap_or(true) {
                 let server = Arc::new(ServerClock::new(Arc::clone(&clock)));
                 store = store.with_server_clock(Arc::clone(&server));
@@ -415,7 +456,7 @@ impl Builder {
         let presence: Arc<dyn PresenceStore> = match self.presence {
             PresenceChoice::Memory => Arc::new(match self.max_members {
                 Some(max) => MemoryPresence::new().with_max_members(max),
-                None => MemoryPresence::new(),
+                None => MemoryPresence::new().without_member_cap(),
             }),
             PresenceChoice::Redis(pool) => wire_redis(RedisPresence::new(pool, &self.prefix)),
             PresenceChoice::RedisCluster(pool) => {
@@ -442,6 +483,7 @@ impl Builder {
                 tx,
                 identify: self.identify,
                 ip_source: self.ip_source,
+                ipv6_prefix: self.ipv6_prefix,
                 bots: self.bots,
                 skip: self.skip,
                 counters: Arc::clone(&counters),
@@ -451,7 +493,7 @@ impl Builder {
             ticker: TickerState::new(instance_id, lease),
             serve_openapi: self.serve_openapi,
             cancel: cancel.clone(),
-            tasks: Mutex::new(Vec::new()),
+            tasks: Mutex::default(),
         });
         let reporter = Reporter {
             writer: Writer {
@@ -461,20 +503,24 @@ impl Builder {
                 pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
                 window: self.window,
                 dedupe,
+                trim_log: Arc::default(),
             },
             waiting: Waiting::default(),
             max_pending: self.max_pending,
             error_log: LogLimiter::default(),
-            failing: false,
+            failing: None,
+            shutdown_grace: self.shutdown_grace,
         };
-        let mut tasks = vec![runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))];
-        if self.background_ticker {
-            tasks.push(runtime.spawn(crate::ticker::run(
-                Arc::downgrade(&shared),
-                self.tick_interval,
-                cancel,
-            )));
-        }
+        let tasks = Tasks {
+            reporter: Some(runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))),
+            ticker: self.background_ticker.then(|| {
+                runtime.spawn(crate::ticker::run(
+                    Arc::downgrade(&shared),
+                    self.tick_interval,
+                    cancel,
+                ))
+            }),
+        };
         *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(WhosOnline { shared })
     }

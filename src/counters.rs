@@ -64,6 +64,13 @@ counters! {
     record_errors,
     /// Failed reads or writes of the record cache.
     cache_errors,
+    /// Members removed by the cap on members per set (least recently seen first).
+    members_trimmed,
+    /// Visitors and bots removed because the day's secret that keyed them was
+    /// lost (written again at their next request, never counted twice).
+    stale_members_removed,
+    /// Times this instance found the day's visitor secret changed in the store.
+    visitor_secret_changes,
 }
 
 pub(crate) fn incr(c: &AtomicU64) {

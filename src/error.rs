@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Errors returned by the stores, the builder and the handle.
@@ -40,6 +41,22 @@ pub enum Error {
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Presence reports could not be written: after a failed [`flush`], they
+    /// wait and are retried at the next write; after [`shutdown`], they are lost.
+    ///
+    /// [`flush`]: crate::WhosOnline::flush
+    /// [`shutdown`]: crate::WhosOnline::shutdown
+    #[error("{members} member(s) not written to the presence store: {cause}")]
+    Unwritten {
+        /// Distinct members (users, visitors, bots) still waiting, or lost.
+        members: usize,
+        /// Why the last write failed.
+        #[source]
+        cause: Arc<Error>,
+    },
+    /// A background task ended abnormally (a panic in a store).
+    #[error("background task failed: {0}")]
+    Task(String),
     /// The background tasks have been shut down.
     #[error("whos-online has been shut down")]
     Shutdown,

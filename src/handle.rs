@@ -28,7 +28,14 @@ pub(crate) struct Shared {
     pub(crate) ticker: TickerState,
     pub(crate) serve_openapi: bool,
     pub(crate) cancel: CancellationToken,
-    pub(crate) tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) tasks: Mutex<Tasks>,
+}
+
+/// The background tasks, until shutdown takes them.
+#[derive(Default)]
+pub(crate) struct Tasks {
+    pub(crate) reporter: Option<JoinHandle<Result<()>>>,
+    pub(crate) ticker: Option<JoinHandle<()>>,
 }
 
 impl Shared {
@@ -53,7 +60,7 @@ impl Shared {
 /// let online = whos.online(100).await?;
 /// assert_eq!(online.user_count, 0);
 /// assert_eq!(whos.record().await?.max_users, 0);
-/// whos.shutdown().await;
+/// whos.shutdown().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -132,7 +139,7 @@ impl WhosOnline {
     /// for name in whos.users_online(50).await? {
     ///     println!("{name}");
     /// }
-    /// # whos.shutdown().await; Ok(()) }
+    /// # whos.shutdown().await?; Ok(()) }
     /// ```
     pub async fn users_online(&self, limit: usize) -> Result<Vec<String>> {
         Ok(self.online(limit).await?.users)
@@ -150,7 +157,7 @@ impl WhosOnline {
     /// # let whos = whos_online::WhosOnline::builder().build()?;
     /// let guests = whos.visitor_count().await?;
     /// println!("{guests} guests");
-    /// # whos.shutdown().await; Ok(()) }
+    /// # whos.shutdown().await?; Ok(()) }
     /// ```
     pub async fn visitor_count(&self) -> Result<u64> {
         Ok(self.online(0).await?.visitor_count)
@@ -174,7 +181,12 @@ impl WhosOnline {
     }
 
     /// Writes every report queued so far to the presence store, and waits for it.
-    /// A write that fails stays pending for the next flush; see [`counters`](Self::counters).
+    ///
+    /// Returns the write's error ([`Error::Unwritten`]) when it fails; its
+    /// members stay pending for the next write. While writes are failing, a
+    /// flush does not add an attempt: it waits for the next scheduled one (at
+    /// most one [`flush_interval`](crate::Builder::flush_interval)), so callers
+    /// cannot hammer a store that is down. Not meant for the request path.
     pub async fn flush(&self) -> Result<()> {
         let (ack, done) = oneshot::channel();
         self.shared
@@ -182,7 +194,7 @@ impl WhosOnline {
             .send(Msg::Flush(ack))
             .await
             .map_err(|_| Error::Shutdown)?;
-        done.await.map_err(|_| Error::Shutdown)
+        done.await.map_err(|_| Error::Shutdown)?
     }
 
     /// What the background machinery did and dropped so far.
@@ -191,15 +203,28 @@ impl WhosOnline {
     }
 
     /// Stops the ticker and the reporter after writing every queued report.
-    /// Reports arriving afterwards are dropped and counted. Idempotent.
-    pub async fn shutdown(&self) {
+    /// Reports arriving afterwards are dropped and counted. Idempotent: a later
+    /// call returns `Ok`.
+    ///
+    /// When the presence store fails, the last writes are retried for the
+    /// [`shutdown_grace`](crate::Builder::shutdown_grace) period; what still
+    /// could not be written is logged at error level and returned as
+    /// [`Error::Unwritten`], with the number of members lost.
+    pub async fn shutdown(&self) -> Result<()> {
         self.shared.cancel.cancel();
         let tasks =
             std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
-        for task in tasks {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "whos-online: background task failed");
-            }
+        if let Some(ticker) = tasks.ticker
+            && let Err(e) = ticker.await
+        {
+            tracing::error!(error = %e, "whos-online: ticker task failed");
+        }
+        match tasks.reporter {
+            None => Ok(()),
+            Some(reporter) => reporter.await.map_err(|e| {
+                tracing::error!(error = %e, "whos-online: reporter task failed");
+                Error::Task(e.to_string())
+            })?,
         }
     }
 }

@@ -255,6 +255,19 @@ pub(crate) fn client_ip(source: &ClientIpSource, req: &Parts) -> Option<IpAddr> 
         .map(|ip| ip.to_canonical())
 }
 
+/// The address a visitor is counted by: IPv6 addresses cut to their first
+/// `v6_prefix` bits (the network one host is usually given), IPv4 whole.
+pub(crate) fn group_ip(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
@@ -411,5 +424,18 @@ mod tests {
             let std = case.trim_ascii().parse::<IpAddr>().ok();
             assert_eq!(ours, std, "{case:?}");
         }
+    }
+
+    #[test]
+    fn ipv6_grouped_by_prefix_ipv4_whole() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a = group_ip(ip("2001:db8:1:2:aaaa::1"), 64);
+        assert_eq!(a, ip("2001:db8:1:2::"));
+        assert_eq!(group_ip(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64), a);
+        assert_ne!(group_ip(ip("2001:db8:1:3::1"), 64), a);
+        assert_eq!(group_ip(ip("2001:db8:1:2::1"), 128), ip("2001:db8:1:2::1"));
+        assert_eq!(group_ip(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(group_ip(ip("2001:db8::1"), 1), ip("::"));
+        assert_eq!(group_ip(ip("203.0.113.7"), 64), ip("203.0.113.7"));
     }
 }

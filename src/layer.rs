@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 use crate::bots::BotFilter;
 use crate::counters::{Counters, LogLimiter, incr};
 use crate::filters::Skip;
-use crate::identity::{IdentifyUser, Identity, User, UserFuture, client_ip};
+use crate::identity::{IdentifyUser, Identity, User, UserFuture, client_ip, group_ip};
 use crate::reporter::{Msg, Who};
 
 /// What every clone of the layer and its services shares.
@@ -22,6 +22,8 @@ pub(crate) struct Reporting {
     pub(crate) tx: mpsc::Sender<Msg>,
     pub(crate) identify: Arc<dyn IdentifyUser>,
     pub(crate) ip_source: ClientIpSource,
+    /// IPv6 visitors are counted by this many leading bits.
+    pub(crate) ipv6_prefix: u8,
     pub(crate) bots: BotFilter,
     pub(crate) skip: Skip,
     pub(crate) counters: Arc<Counters>,
@@ -101,7 +103,7 @@ impl Reporting {
     /// What the request is if no user claims it.
     fn anonymous(&self, parts: &http::request::Parts) -> Anonymous {
         Anonymous {
-            ip: client_ip(&self.ip_source, parts),
+            ip: client_ip(&self.ip_source, parts).map(|ip| group_ip(ip, self.ipv6_prefix)),
             bot: self.bots.matches(&parts.headers),
         }
     }

@@ -43,7 +43,7 @@
 //!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
 //!         .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
 //!         .await?;
-//!     whos.shutdown().await; // writes every queued report before exit
+//!     whos.shutdown().await?; // writes every queued report before exit
 //!     Ok(())
 //! }
 //! ```
@@ -85,8 +85,9 @@ pub use axum_login::AuthSessionUser;
 pub use bots::{BotFilter, DEFAULT_BOT_PATTERNS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_PENDING, DEFAULT_PREFIX,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION, DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW,
+    Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_PENDING,
+    DEFAULT_PREFIX, DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW,
 };
 pub use counters::CounterSnapshot;
 #[doc(hidden)]
@@ -99,8 +100,8 @@ pub use identity::{
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{
-    Batch, Counts, MemoryPresence, Online, PresenceStore, RedisPresence, redis_cluster_pool,
-    redis_pool,
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, Marked, MemoryPresence, Online, PresenceStore,
+    RedisPresence, redis_cluster_pool, redis_pool,
 };
 pub use record::{MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordStore, migrate};
 #[cfg(feature = "openapi")]

@@ -13,9 +13,15 @@
 //! * a secret given in configuration ([`Builder::visitor_secret`](crate::Builder::visitor_secret)):
 //!   the day key is `HMAC-SHA-256(secret, "whos-online day YYYY-MM-DD")`, the same on
 //!   every instance and across restarts;
-//! * otherwise a random key per day created once in Redis with `SET NX` (and
-//!   expiring after two days), shared by all instances;
-//! * with the in-memory store, a random key per day held by the process.
+//! * otherwise a random secret per day kept in the presence store (in Redis
+//!   `{prefix}:visitor-key:YYYY-MM-DD`, expiring after two days), shared by all
+//!   instances. Each write confirms it in the same round trip: the store keeps
+//!   the first secret proposed for a day and writes visitors only under the one
+//!   it holds, so a restart, flush or eviction can never leave two secrets (and
+//!   every visitor counted twice) for one day. When the secret of a day is lost
+//!   while its members remain, those members are removed and come back at
+//!   their next request;
+//! * with the in-memory store, the same, held by the process.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -25,7 +31,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::Result;
-use crate::presence::PresenceStore;
+use crate::presence::{DaySecret, PresenceStore};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -48,78 +54,139 @@ impl Default for VisitorIds {
     }
 }
 
-/// Turns addresses into stored members, caching the keys of the two latest days
-/// used (today's, and yesterday's for retiring its members after midnight).
+/// Turns addresses into stored members, caching the secrets of the two latest
+/// days used (today's, and yesterday's for retiring its members after midnight).
 pub(crate) struct Pseudonymizer {
     ids: VisitorIds,
-    day_keys: Mutex<[Option<DayKey>; 2]>,
+    secrets: Mutex<[Option<DaySecretValue>; 2]>,
 }
 
-/// A UTC day and the key of its pseudonyms.
-type DayKey = (NaiveDate, [u8; 32]);
+/// A UTC day and the secret its pseudonyms are keyed from, as the presence
+/// store holds it.
+type DaySecretValue = (NaiveDate, String);
+
+/// How one write keys its visitors and bots.
+pub(crate) struct Keying {
+    pub(crate) members: Members,
+    /// The shared secret the store is to confirm, when it keeps one.
+    pub(crate) keyed_by: Option<DaySecret>,
+}
 
 impl Pseudonymizer {
     pub(crate) fn new(ids: VisitorIds) -> Self {
         Self {
             ids,
-            day_keys: Mutex::new([None, None]),
+            secrets: Mutex::new([None, None]),
         }
     }
 
-    /// Drops the cached keys: the store lost them with the rest, and the next
-    /// write takes whatever key the instances now agree on there.
-    pub(crate) fn forget(&self) {
-        *self.day_keys.lock().unwrap_or_else(|e| e.into_inner()) = [None, None];
-    }
-
-    fn cached(&self, day: NaiveDate) -> Option<[u8; 32]> {
-        let keys = self.day_keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.iter()
+    fn cached(&self, day: NaiveDate) -> Option<String> {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        secrets
+            .iter()
             .flatten()
             .find(|(d, _)| *d == day)
-            .map(|&(_, k)| k)
+            .map(|(_, s)| s.clone())
     }
 
-    /// Keeps `day`'s key, in place of the older of the two cached.
-    fn keep(&self, day: NaiveDate, key: [u8; 32]) {
-        let mut keys = self.day_keys.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = match (&keys[0], &keys[1]) {
+    /// Keeps `secret` as `day`'s, in place of the older of the two cached.
+    /// Whether it replaced another secret for that day.
+    pub(crate) fn hold(&self, day: NaiveDate, secret: String) -> bool {
+        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, held)) = secrets.iter_mut().flatten().find(|(d, _)| *d == day) {
+            let changed = *held != secret;
+            *held = secret;
+            return changed;
+        }
+        let oldest = match (&secrets[0], &secrets[1]) {
             (None, _) => 0,
             (_, None) => 1,
             (Some((a, _)), Some((b, _))) => usize::from(b < a),
         };
-        keys[oldest] = Some((day, key));
+        secrets[oldest] = Some((day, secret));
+        false
     }
 
-    /// A function from address to member for `day`, fetching the day key first
-    /// if this is the first use on that day.
-    pub(crate) async fn members_for(
+    /// Drops `day`'s secret: the next keying proposes a new one and takes
+    /// whatever the store holds.
+    pub(crate) fn forget(&self, day: NaiveDate) {
+        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        for slot in secrets.iter_mut() {
+            if slot.as_ref().is_some_and(|(d, _)| *d == day) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// How a write on `day` (which starts at unix second `day_start`) keys its
+    /// visitors: with the configured secret, raw, or with the day's shared
+    /// secret, which the store confirms in the write itself.
+    pub(crate) fn keying(&self, day: NaiveDate, day_start: i64) -> Result<Keying> {
+        let configured = match &self.ids {
+            VisitorIds::Raw => {
+                return Ok(Keying {
+                    members: Members::Raw,
+                    keyed_by: None,
+                });
+            }
+            VisitorIds::Hashed { secret } => secret,
+        };
+        if let Some(secret) = configured {
+            return Ok(Keying {
+                members: Members::hashed(&derive_day_key(secret, day)),
+                keyed_by: None,
+            });
+        }
+        let candidate = random_secret()?;
+        let expected = self.cached(day).unwrap_or_else(|| candidate.clone());
+        Ok(Keying {
+            members: Members::hashed(&derive_day_key(expected.as_bytes(), day)),
+            keyed_by: Some(DaySecret {
+                day: day.to_string(),
+                expected,
+                candidate,
+                day_start,
+            }),
+        })
+    }
+
+    /// The members of an earlier `day` whose secret this instance or the store
+    /// still holds (never storing one); `None` without it.
+    pub(crate) async fn members_of(
         &self,
         day: NaiveDate,
         presence: &dyn PresenceStore,
-    ) -> Result<Members> {
-        let secret = match &self.ids {
-            VisitorIds::Raw => return Ok(Members::Raw),
+    ) -> Result<Option<Members>> {
+        let configured = match &self.ids {
+            VisitorIds::Raw => return Ok(Some(Members::Raw)),
             VisitorIds::Hashed { secret } => secret,
         };
-        if let Some(key) = self.cached(day) {
-            return Ok(Members::hashed(&key));
+        if let Some(secret) = configured {
+            return Ok(Some(Members::hashed(&derive_day_key(secret, day))));
         }
-        let key = match secret {
-            Some(secret) => derive_day_key(secret, day),
-            None => {
-                let mut candidate = [0u8; 32];
-                getrandom::fill(&mut candidate).map_err(|e| {
-                    crate::Error::Config(format!("no randomness for the visitor key: {e}"))
-                })?;
-                let shared = presence.daily_secret(&day.to_string(), &candidate).await?;
-                // Whatever the store holds (hex or raw), fold it into a fixed-size key.
-                derive_day_key(&shared, day)
-            }
+        let secret = match self.cached(day) {
+            Some(s) => s,
+            None => match presence.day_secret(&day.to_string()).await? {
+                Some(s) => {
+                    self.hold(day, s.clone());
+                    s
+                }
+                None => return Ok(None),
+            },
         };
-        self.keep(day, key);
-        Ok(Members::hashed(&key))
+        Ok(Some(Members::hashed(&derive_day_key(
+            secret.as_bytes(),
+            day,
+        ))))
     }
+}
+
+/// A new random day secret, hex-encoded as the store keeps it.
+fn random_secret() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| crate::Error::Config(format!("no randomness for the visitor key: {e}")))?;
+    Ok(hex(&bytes))
 }
 
 /// Maps addresses to members for one flush.
@@ -166,7 +233,7 @@ fn derive_day_key(secret: &[u8], day: NaiveDate) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

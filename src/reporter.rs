@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::counters::{Counters, LogLimiter, add, incr};
 use crate::dedupe::Dedupe;
-use crate::presence::{Batch, PresenceStore};
+use crate::presence::{Batch, Marked, PresenceStore};
 use crate::privacy::{Members, Pseudonymizer};
 
 /// Who a request came from, as queued by the layer.
@@ -31,8 +31,11 @@ pub(crate) enum Who {
 #[derive(Debug)]
 pub(crate) enum Msg {
     Seen(Who),
-    Flush(oneshot::Sender<()>),
+    Flush(Ack),
 }
+
+/// Answers a flush request with the outcome of the write that covered it.
+pub(crate) type Ack = oneshot::Sender<crate::Result<()>>;
 
 pub(crate) struct Reporter {
     /// What a write needs (each write gets its own clone); also the counters
@@ -42,9 +45,13 @@ pub(crate) struct Reporter {
     pub(crate) waiting: Waiting,
     pub(crate) max_pending: usize,
     pub(crate) error_log: LogLimiter,
-    /// The last write failed: a full `waiting` then drops new members instead of
-    /// writing early, so a failing Redis is still tried once per interval.
-    pub(crate) failing: bool,
+    /// The last write failed, with this error: a full `waiting` then drops new
+    /// members instead of writing early, and a flush waits for the next
+    /// scheduled write instead of adding one, so a failing store is tried once
+    /// per interval.
+    pub(crate) failing: Option<Arc<crate::Error>>,
+    /// How long shutdown keeps trying to write what is left.
+    pub(crate) shutdown_grace: Duration,
 }
 
 /// Members waiting for a write, by kind. Users map to whether they are hidden
@@ -108,6 +115,9 @@ struct Written {
     unwritten: Waiting,
 }
 
+/// How a write ended, for the flush requests it covered.
+type Outcome = Result<(), Arc<crate::Error>>;
+
 /// One write at a time runs on a task of its own, so the reporter keeps taking
 /// reports from the queue while it is out.
 type InFlight = tokio::task::JoinHandle<Written>;
@@ -117,18 +127,23 @@ type InFlight = tokio::task::JoinHandle<Written>;
 struct Writes {
     in_flight: Option<InFlight>,
     /// Answered when the write in flight ends.
-    acks: Vec<oneshot::Sender<()>>,
+    acks: Vec<Ack>,
     /// Came while a write was out: answered after one more write.
-    acks_next: Vec<oneshot::Sender<()>>,
+    acks_next: Vec<Ack>,
+    /// Came while writes were failing: answered after the next scheduled write.
+    acks_scheduled: Vec<Ack>,
 }
 
 impl Reporter {
+    /// Runs until cancelled or the queue closes, then writes what is left,
+    /// trying for up to the shutdown grace period. Ends with an error naming
+    /// how many members could not be written.
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<Msg>,
         flush_every: Duration,
         cancel: CancellationToken,
-    ) {
+    ) -> crate::Result<()> {
         // The first write is one interval after start, not at once: there is
         // nothing to write yet, and a report taken in before this task first ran
         // would otherwise be stamped with the time of start.
@@ -147,7 +162,9 @@ impl Reporter {
                 msg = rx.recv() => match msg {
                     Some(Msg::Seen(who)) => self.seen(&mut w, who).await,
                     Some(Msg::Flush(ack)) => {
-                        if w.in_flight.is_none() {
+                        if self.failing.is_some() {
+                            w.acks_scheduled.push(ack);
+                        } else if w.in_flight.is_none() {
                             w.in_flight = Some(self.start_write());
                             w.acks.push(ack);
                         } else {
@@ -157,14 +174,15 @@ impl Reporter {
                     None => break,
                 },
                 _ = interval.tick(), if w.in_flight.is_none() => {
-                    if !self.waiting.is_empty() {
+                    if !self.waiting.is_empty() || !w.acks_scheduled.is_empty() {
                         w.in_flight = Some(self.start_write());
+                        w.acks.append(&mut w.acks_scheduled);
                     }
                 }
             }
         }
         // Shutdown: refuse new reports, let the writes out end, write
-        // everything already queued.
+        // everything already queued, retrying within the grace period.
         rx.close();
         self.settle(&mut w).await;
         while let Some(msg) = rx.recv().await {
@@ -174,9 +192,33 @@ impl Reporter {
             }
         }
         self.settle(&mut w).await;
-        if !self.waiting.is_empty() || !w.acks_next.is_empty() {
-            self.write_for_next(&mut w);
-            self.settle(&mut w).await;
+        let deadline = tokio::time::Instant::now() + self.shutdown_grace;
+        let retry_every = flush_every.min(Duration::from_millis(500));
+        loop {
+            w.acks_next.append(&mut w.acks_scheduled);
+            if !self.waiting.is_empty() || !w.acks_next.is_empty() {
+                self.write_for_next(&mut w);
+                self.settle(&mut w).await;
+            }
+            if self.waiting.is_empty() || tokio::time::Instant::now() + retry_every >= deadline {
+                break;
+            }
+            tokio::time::sleep(retry_every).await;
+        }
+        let unwritten = self.waiting.len();
+        match self.failing.take() {
+            Some(cause) if unwritten > 0 => {
+                tracing::error!(
+                    unwritten,
+                    error = %cause,
+                    "whos-online: shutting down with presence reports that could not be written"
+                );
+                Err(crate::Error::Unwritten {
+                    members: unwritten,
+                    cause,
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -185,9 +227,9 @@ impl Reporter {
     /// queue holds later reports meanwhile); only if writes are failing is it
     /// dropped.
     async fn seen(&mut self, w: &mut Writes, who: Who) {
-        if !self.failing && self.full_for(&who) {
+        if self.failing.is_none() && self.full_for(&who) {
             self.await_write(w).await;
-            if !self.failing && self.full_for(&who) && w.in_flight.is_none() {
+            if self.failing.is_none() && self.full_for(&who) && w.in_flight.is_none() {
                 w.in_flight = Some(self.start_write());
             }
         }
@@ -212,9 +254,12 @@ impl Reporter {
     /// A write ended: take its outcome, answer the flush requests it covered,
     /// and start the one more write that later requests wait for.
     fn ended(&mut self, w: &mut Writes, done: Result<Written, tokio::task::JoinError>) {
-        self.finished(done);
+        let outcome = self.finished(done);
         for ack in w.acks.drain(..) {
-            let _ = ack.send(());
+            let _ = ack.send(outcome.clone().map_err(|cause| crate::Error::Unwritten {
+                members: self.waiting.len(),
+                cause,
+            }));
         }
         if !w.acks_next.is_empty() {
             self.write_for_next(w);
@@ -250,26 +295,32 @@ impl Reporter {
     }
 
     /// Takes a write's outcome: a failed write's members wait again, as room
-    /// allows (what came in meanwhile stays: it is newer).
-    fn finished(&mut self, done: Result<Written, tokio::task::JoinError>) {
+    /// allows (what came in meanwhile stays: it is newer). The outcome for the
+    /// flush requests it covered.
+    fn finished(&mut self, done: Result<Written, tokio::task::JoinError>) -> Outcome {
         let written = match done {
             Ok(w) => w,
             Err(e) => {
                 // Only a panic in a store, or a runtime shutting down: that
                 // write's members are lost.
-                self.failing = true;
                 incr(&self.writer.counters.flush_errors);
                 tracing::error!(error = %e, "whos-online: a presence write task ended abnormally");
-                return;
+                let cause = Arc::new(crate::Error::Task(e.to_string()));
+                self.failing = Some(Arc::clone(&cause));
+                return Err(cause);
             }
         };
         if !written.attempted {
-            return;
+            return Ok(());
         }
         match written.result {
-            Ok(()) => self.failing = false,
+            Ok(()) => {
+                self.failing = None;
+                Ok(())
+            }
             Err(e) => {
-                self.failing = true;
+                let cause = Arc::new(e);
+                self.failing = Some(Arc::clone(&cause));
                 incr(&self.writer.counters.flush_errors);
                 for who in written.unwritten.into_whos() {
                     if !self.waiting.contains(&who) {
@@ -277,8 +328,9 @@ impl Reporter {
                     }
                 }
                 if self.error_log.allow(10) {
-                    tracing::warn!(error = %e, pending = self.waiting.len(), "whos-online: presence write failed; will retry");
+                    tracing::warn!(error = %cause, pending = self.waiting.len(), "whos-online: presence write failed; will retry");
                 }
+                Err(cause)
             }
         }
     }
@@ -300,6 +352,8 @@ pub(crate) struct Writer {
     /// drops is forgotten there, so its next request is reported again, and
     /// all are when the store has lost its data.
     pub(crate) dedupe: Arc<Dedupe>,
+    /// Rate-limits the warning that the member cap trims.
+    pub(crate) trim_log: Arc<LogLimiter>,
 }
 
 impl Writer {
@@ -336,11 +390,8 @@ impl Writer {
 
     async fn write_members(&self, members: &Waiting) -> crate::Result<()> {
         let now = self.clock.now();
-        // Visitors are stored under the day's pseudonym (or raw, if configured).
-        let today = self
-            .pseudonyms
-            .members_for(now.date_naive(), &*self.presence)
-            .await?;
+        let day = now.date_naive();
+        let at = now.timestamp();
         let mut batch = Batch::default();
         for (name, &hidden) in &members.users {
             if hidden {
@@ -349,25 +400,90 @@ impl Writer {
                 batch.users.push(name.clone());
             }
         }
-        batch.visitors = pseudonymise(&members.visitors, &today).await;
-        batch.bots = pseudonymise(&members.bots, &today).await;
-        if today.is_hashed()
-            && let Some(yesterday) = self.yesterdays_members(now).await
-        {
-            batch.retired_visitors = pseudonymise(&members.visitors, &yesterday).await;
-            batch.retired_bots = pseudonymise(&members.bots, &yesterday).await;
+        let anonymous = !members.visitors.is_empty() || !members.bots.is_empty();
+        let mut tries = 0;
+        loop {
+            if anonymous {
+                // Visitors are stored under the day's pseudonym (or raw, if configured).
+                let today = self.pseudonyms.keying(day, at - at.rem_euclid(86_400))?;
+                batch.visitors = pseudonymise(&members.visitors, &today.members).await;
+                batch.bots = pseudonymise(&members.bots, &today.members).await;
+                batch.keyed_by = today.keyed_by;
+                if today.members.is_hashed()
+                    && let Some(yesterday) = self.yesterdays_members(now).await
+                {
+                    batch.retired_visitors = pseudonymise(&members.visitors, &yesterday).await;
+                    batch.retired_bots = pseudonymise(&members.bots, &yesterday).await;
+                }
+            }
+            let marked = self.presence.mark_seen(at, &batch).await?;
+            self.took(&marked);
+            let Some(keyed) = batch.keyed_by.take() else {
+                break;
+            };
+            if !marked.keyed_wrong {
+                // A store that keeps no secret leaves this process keying by its own.
+                let held = marked.day_secret.unwrap_or(keyed.expected);
+                self.pseudonyms.hold(day, held);
+                break;
+            }
+            // The store holds another secret for the day than the one these
+            // visitors were derived from, so they were not written (the users
+            // were): derive them again from the secret it holds.
+            let changed = match marked.day_secret {
+                Some(held) => self.pseudonyms.hold(day, held),
+                None => {
+                    self.pseudonyms.forget(day);
+                    true
+                }
+            };
+            if changed {
+                // Whoever stored the new secret removed the day's members
+                // keyed by the old one: every visitor is written again at its
+                // next request.
+                incr(&self.counters.visitor_secret_changes);
+                self.dedupe.clear();
+            }
+            batch.users.clear();
+            batch.hidden_users.clear();
+            tries += 1;
+            if tries == 3 {
+                return Err(crate::Error::Corrupt {
+                    store: "presence",
+                    detail: "the day's visitor secret changed at each of 3 writes".into(),
+                });
+            }
         }
-        self.presence.mark_seen(now.timestamp(), &batch).await?;
         incr(&self.counters.flushes);
-        add(&self.counters.members_written, batch.len() as u64);
-        if self.presence.take_data_loss() {
+        add(&self.counters.members_written, members.len() as u64);
+        Ok(())
+    }
+
+    /// Takes what a write did besides writing: trims, lost data, stale members.
+    fn took(&self, marked: &Marked) {
+        if marked.trimmed > 0 {
+            add(&self.counters.members_trimmed, marked.trimmed);
+            if self.trim_log.allow(60) {
+                tracing::warn!(
+                    trimmed = marked.trimmed,
+                    "whos-online: the cap on members per set was reached; the least recently seen were dropped"
+                );
+            }
+        }
+        if marked.stale_removed > 0 {
+            add(&self.counters.stale_members_removed, marked.stale_removed);
+            tracing::warn!(
+                removed = marked.stale_removed,
+                "whos-online: the day's visitor secret was lost; the visitors keyed by it are written again at their next request"
+            );
+            self.dedupe.clear();
+        }
+        if marked.data_lost {
             tracing::warn!(
                 "whos-online: the presence store lost its data; members are written again at their next request"
             );
             self.dedupe.clear();
-            self.pseudonyms.forget();
         }
-        Ok(())
     }
 
     /// Shortly after a UTC day change, the previous day's members: a visitor
@@ -382,9 +498,10 @@ impl Writer {
         }
         let yesterday = now.date_naive().pred_opt()?;
         self.pseudonyms
-            .members_for(yesterday, &*self.presence)
+            .members_of(yesterday, &*self.presence)
             .await
             .ok()
+            .flatten()
     }
 }
 

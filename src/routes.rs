@@ -148,7 +148,7 @@ impl WhosOnline {
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
     /// let whos = whos_online::WhosOnline::builder().build()?;
     /// let app: Router = Router::new().nest("/whos-online", whos.router());
-    /// # whos.shutdown().await; Ok(()) }
+    /// # whos.shutdown().await?; Ok(()) }
     /// ```
     pub fn router<S>(&self) -> axum::Router<S>
     where

@@ -20,7 +20,7 @@ use crate::identity::{IdentifyUser, Identity, User};
 /// let whos = WhosOnline::builder()
 ///     .identify_users(SessionUser::new("username"))
 ///     .build()?;
-/// # whos.shutdown().await; Ok(()) }
+/// # whos.shutdown().await?; Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct SessionUser {

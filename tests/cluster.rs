@@ -115,6 +115,6 @@ async fn two_instances_on_a_three_master_cluster() {
         slot.trim(),
         owners[0]
     );
-    a.shutdown().await;
-    b.shutdown().await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

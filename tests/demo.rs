@@ -16,7 +16,7 @@ use demo::DemoConfig;
 use http::{Method, Request, StatusCode, header};
 use sqlx::PgPool;
 use tower::ServiceExt;
-use whos_online::{Online, WhosOnline};
+use whos_online::{ClientIpSource, Online, WhosOnline};
 
 /// The demo site under test.
 struct Demo {
@@ -188,14 +188,14 @@ async fn login_flow(stack: Stack) {
     let demo = Demo::start(stack).await;
 
     let cookie = demo.login(ALICE_IP, "alice").await;
+    // The login request itself was reported; once written, the page shows it.
+    demo.online_when(|o| o.user_count == 1).await;
     let page = demo.page(ALICE_IP, Some(&cookie)).await;
     assert!(page.contains("Logged in as"), "{page}");
     assert!(page.contains("alice"), "{page}");
     assert!(page.contains("action=\"/logout\""), "{page}");
-    // The login request itself was reported, and the page flushed it.
     assert!(page.contains("Users online: 1 (alice)"), "{page}");
 
-    demo.online_when(|o| o.user_count == 1).await;
     let online = demo.json(ALICE_IP, "/online", Some(&cookie)).await;
     assert_eq!(online["users"], serde_json::json!(["alice"]));
     assert_eq!(online["user_count"], 1);
@@ -233,7 +233,7 @@ async fn login_flow(stack: Stack) {
     assert_eq!(online["users"], serde_json::json!(["alice"]));
     assert_eq!(online["visitor_count"], 2);
 
-    demo.whos.shutdown().await;
+    demo.whos.shutdown().await.unwrap();
 }
 
 async fn names_are_escaped(stack: Stack) {
@@ -265,7 +265,7 @@ async fn names_are_escaped(stack: Stack) {
     let online = demo.json(ALICE_IP, "/online", Some(&cookie)).await;
     assert_eq!(online["users"], serde_json::json!(["<b>x</b>", script]));
 
-    demo.whos.shutdown().await;
+    demo.whos.shutdown().await.unwrap();
 }
 
 async fn record_after_tick(stack: Stack) {
@@ -320,7 +320,7 @@ async fn record_after_tick(stack: Stack) {
         assert_eq!(max_users, 1);
     }
 
-    demo.whos.shutdown().await;
+    demo.whos.shutdown().await.unwrap();
 }
 
 on_both_stacks!(login_flow, names_are_escaped, record_after_tick);
@@ -370,7 +370,7 @@ async fn invalid_logins_are_refused() {
     let online = demo.online_when(|o| o.user_count == 2).await;
     assert_eq!(online.users, ["bob".to_owned(), "é".repeat(32)]);
 
-    demo.whos.shutdown().await;
+    demo.whos.shutdown().await.unwrap();
 }
 
 #[test]
@@ -402,8 +402,14 @@ fn config_from_the_environment() {
         ("WHOS_ONLINE_WINDOW_SECS", "300"),
         ("WHOS_ONLINE_TICK_SECS", " 5 "),
         ("WHOS_ONLINE_PREFIX", "forum"),
+        ("WHOS_ONLINE_CLIENT_IP_SOURCE", "RightmostXForwardedFor"),
     ]))
     .unwrap();
+    assert_eq!(
+        config.client_ip_source,
+        ClientIpSource::RightmostXForwardedFor
+    );
+    assert_eq!(defaults.client_ip_source, ClientIpSource::ConnectInfo);
     assert_eq!(config.bind, "0.0.0.0:8080");
     assert_eq!(config.redis_url.as_deref(), Some("redis://cache:6379"));
     assert_eq!(config.database_url.as_deref(), Some("postgres://db/app"));
@@ -423,6 +429,7 @@ fn config_from_the_environment() {
         ("WHOS_ONLINE_WINDOW_SECS", "18446744073709551615"),
         ("WHOS_ONLINE_TICK_SECS", "1.5"),
         ("WHOS_ONLINE_TICK_SECS", "0"),
+        ("WHOS_ONLINE_CLIENT_IP_SOURCE", "x-forwarded-for"),
     ] {
         let lookup = |n: &str| (n == name).then(|| value.to_owned());
         let err = DemoConfig::from_lookup(lookup).unwrap_err();
@@ -471,5 +478,5 @@ async fn metrics_scrapes_are_not_visitors() {
     demo.page(ALICE_IP, None).await;
     let online = demo.online_when(|o| o.visitor_count >= 1).await;
     assert_eq!(online.visitor_count, 1, "only the page view counts");
-    demo.whos.shutdown().await;
+    demo.whos.shutdown().await.unwrap();
 }

@@ -416,7 +416,7 @@ async fn shutdown_writes_every_queued_report(stack: Stack) {
         site.visit_as(&format!("user{i}"), "10.0.0.1").await;
         site.visit(&format!("10.3.{}.{}", i / 200, i % 200)).await;
     }
-    site.whos.shutdown().await;
+    site.whos.shutdown().await.unwrap();
     let c = site.whos.counters();
     assert_eq!((c.reports_queued, c.reports_dropped), (600, 0));
     // Read the store itself, not through the stopped handle.

@@ -132,7 +132,7 @@ async fn instances_agree_and_the_record_is_the_true_peak() {
         "{holders} instances think they hold the lease"
     );
     for whos in &fleet {
-        whos.shutdown().await;
+        whos.shutdown().await.unwrap();
     }
 }
 
@@ -220,7 +220,7 @@ async fn one_instance_ticks_per_interval() {
     assert!(fleet[h].holds_tick_lease());
 
     // The holder shuts down and releases: another instance takes over.
-    fleet[h].shutdown().await;
+    fleet[h].shutdown().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let now_holder = lease_holder(&prefix).await;
@@ -238,7 +238,7 @@ async fn one_instance_ticks_per_interval() {
          ({deltas:?})"
     );
     for whos in &fleet {
-        whos.shutdown().await;
+        whos.shutdown().await.unwrap();
     }
 }
 
@@ -309,6 +309,6 @@ async fn skewed_clocks_count_right_on_server_time() {
     let fast_local = build(Skewed(600), false);
     assert_eq!(fast_local.online(100).await.unwrap().user_count, 0);
     for whos in fleet.iter().chain([&fast_local]) {
-        whos.shutdown().await;
+        whos.shutdown().await.unwrap();
     }
 }

@@ -12,7 +12,8 @@ use http::Request;
 use tokio::sync::Notify;
 use tower::ServiceExt;
 use whos_online::{
-    Batch, ClientIpSource, Counts, MemoryPresence, Online, PresenceStore, Record, User, identify_fn,
+    Batch, ClientIpSource, Counts, Marked, MemoryPresence, Online, PresenceStore, Record, User,
+    identify_fn,
 };
 
 async fn user_or_visitor_never_both(stack: Stack) {
@@ -225,14 +226,14 @@ async fn shutdown_writes_everything_queued(stack: Stack) {
         site.visit(&format!("10.1.{}.{}", i / 250, i % 250)).await;
     }
     site.visit_as("alice", "10.0.0.1").await;
-    site.whos.shutdown().await;
+    site.whos.shutdown().await.unwrap();
     let online = site.whos.online(10).await.unwrap();
     assert_eq!((online.user_count, online.visitor_count), (1, 200));
     // After shutdown, reports are dropped and counted; requests still succeed.
     site.visit("10.9.9.9").await;
     assert_eq!(site.whos.counters().reports_dropped, 1);
     assert!(site.whos.flush().await.is_err());
-    site.whos.shutdown().await; // idempotent
+    site.whos.shutdown().await.unwrap(); // idempotent
 }
 
 on_both_stacks!(
@@ -288,7 +289,7 @@ struct Gated {
 
 #[async_trait]
 impl PresenceStore for GatedStore {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<()> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<Marked> {
         if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.notified().await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use common::Stack;
-use whos_online::{Batch, MemoryPresence, PresenceStore, Record, RedisPresence};
+use whos_online::{Batch, DaySecret, MemoryPresence, PresenceStore, Record, RedisPresence};
 
 const T: i64 = 1_764_000_000;
 
@@ -171,13 +171,114 @@ async fn retired_members_are_removed(stack: Stack) {
     assert_eq!((counts.visitors, counts.bots), (1, 1));
 }
 
-async fn daily_secret_first_writer_wins(stack: Stack) {
+fn keyed(visitors: &[&str], expected: &str, candidate: &str) -> Batch {
+    Batch {
+        users: names(&["u"]),
+        visitors: names(visitors),
+        keyed_by: Some(DaySecret {
+            day: "2026-11-26".into(),
+            expected: expected.into(),
+            candidate: candidate.into(),
+            day_start: T - 3600,
+        }),
+        ..Batch::default()
+    }
+}
+
+/// The first secret claimed for a day is the one every writer gets back, and
+/// keyed members are written only under it (users always are).
+async fn day_secret_first_claim_wins(stack: Stack) {
     let p = store(stack);
-    let a = p.daily_secret("2026-11-26", &[1; 32]).await.unwrap();
-    let b = p.daily_secret("2026-11-26", &[2; 32]).await.unwrap();
-    assert_eq!(a, b, "every instance gets the same day secret");
-    let c = p.daily_secret("2026-11-27", &[3; 32]).await.unwrap();
-    assert_ne!(a, c, "a new day has a new secret");
+    assert_eq!(p.day_secret("2026-11-26").await.unwrap(), None);
+    let first = p.mark_seen(T, &keyed(&["v1"], "s1", "s1")).await.unwrap();
+    assert!(!first.keyed_wrong);
+    assert_eq!(first.day_secret.as_deref(), Some("s1"));
+    assert_eq!(first.stale_removed, 0);
+
+    let other = p.mark_seen(T, &keyed(&["v2"], "s2", "s2")).await.unwrap();
+    assert!(other.keyed_wrong, "a second secret for the day is refused");
+    assert_eq!(other.day_secret.as_deref(), Some("s1"));
+    let online = p.online(T, 10).await.unwrap();
+    assert_eq!((online.user_count, online.visitor_count), (1, 1));
+
+    // Derived again from the held secret: written.
+    let again = p.mark_seen(T, &keyed(&["v2"], "s1", "s9")).await.unwrap();
+    assert!(!again.keyed_wrong);
+    assert_eq!(p.online(T, 10).await.unwrap().visitor_count, 2);
+    assert_eq!(
+        p.day_secret("2026-11-26").await.unwrap().as_deref(),
+        Some("s1")
+    );
+    assert_eq!(p.day_secret("2026-11-27").await.unwrap(), None);
+}
+
+/// Redis loses the day's secret alone (evicted or deleted) while its members
+/// stay: the next writer's candidate becomes the secret, and the day's members
+/// keyed by the lost one are removed, never counted beside their new ones.
+/// Members seen before the day's start (yesterday's) stay.
+#[tokio::test]
+async fn a_lost_day_secret_takes_its_members_along() {
+    let prefix = common::prefix();
+    let p = RedisPresence::from_url(&common::redis_url(), &prefix).unwrap();
+    let yesterday = Batch {
+        visitors: names(&["old"]),
+        ..Batch::default()
+    };
+    p.mark_seen(T - 7200, &yesterday).await.unwrap();
+    p.mark_seen(T, &keyed(&["v1", "v2"], "s1", "s1"))
+        .await
+        .unwrap();
+    assert_eq!(p.online(0, 10).await.unwrap().visitor_count, 3);
+
+    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let key = format!("{{{prefix}}}:visitor-key:2026-11-26");
+    let _: () = deadpool_redis::redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    // A writer still holding s1 proposes s3: s3 is stored, v1 and v2 go.
+    let m = p
+        .mark_seen(T + 1, &keyed(&["v1"], "s1", "s3"))
+        .await
+        .unwrap();
+    assert!(m.keyed_wrong);
+    assert_eq!(m.day_secret.as_deref(), Some("s3"));
+    assert_eq!(m.stale_removed, 2);
+    assert_eq!(p.online(0, 10).await.unwrap().visitor_count, 1);
+    let m = p
+        .mark_seen(T + 1, &keyed(&["v1*"], "s3", "s4"))
+        .await
+        .unwrap();
+    assert!(!m.keyed_wrong);
+    assert_eq!(p.online(0, 10).await.unwrap().visitor_count, 2);
+}
+
+/// The cap trims the least recently seen and says how many.
+async fn the_cap_reports_what_it_trims(stack: Stack) {
+    let p: Arc<dyn PresenceStore> = match stack {
+        Stack::Real => Arc::new(
+            RedisPresence::from_url(&common::redis_url(), &common::prefix())
+                .unwrap()
+                .with_max_members(2),
+        ),
+        Stack::Memory => Arc::new(MemoryPresence::new().with_max_members(2)),
+    };
+    let m = p
+        .mark_seen(T, &batch(&["a", "b"], &["1", "2"]))
+        .await
+        .unwrap();
+    assert_eq!(m.trimmed, 0);
+    let m = p
+        .mark_seen(T + 1, &batch(&["c"], &["3", "4", "5"]))
+        .await
+        .unwrap();
+    assert_eq!(m.trimmed, 1 + 3);
+    let online = p.online(T, 10).await.unwrap();
+    assert_eq!(online.users, ["b", "c"]);
+    assert_eq!((online.user_count, online.visitor_count), (2, 2));
 }
 
 async fn empty_store_counts_zero(stack: Stack) {
@@ -275,7 +376,8 @@ on_both_stacks!(
     duplicates_count_once_and_kinds_stay_apart,
     hidden_users_count_but_are_not_listed,
     bots_are_counted_apart,
-    daily_secret_first_writer_wins,
+    day_secret_first_claim_wins,
+    the_cap_reports_what_it_trims,
     empty_store_counts_zero,
     record_cache_only_rises,
     record_cache_keeps_empty_dates,

@@ -1,41 +1,162 @@
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Batch, Counts, Online, PresenceStore};
+use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, Marked, Online, PresenceStore};
 use crate::{Record, Result};
 
 /// An in-memory presence store: the embedded default when no Redis is configured.
 /// One process only; for development, tests and the demo.
-#[derive(Debug, Default)]
+///
+/// Each set keeps its members ordered by last-seen time as well, so reads,
+/// pruning and the cap cost what they remove or return, never a scan of every
+/// member.
+#[derive(Debug)]
 pub struct MemoryPresence {
     inner: Mutex<Inner>,
     max_members: Option<usize>,
 }
 
+impl Default for MemoryPresence {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_members: Some(DEFAULT_MAX_MEMBERS),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    users: HashMap<String, i64>,
-    hidden: HashMap<String, i64>,
-    visitors: HashMap<String, i64>,
-    bots: HashMap<String, i64>,
+    users: Set,
+    hidden: Set,
+    visitors: Set,
+    bots: Set,
     cache: Option<(Record, Instant)>,
     /// Visitor key secrets by day; only the current and the previous day kept.
-    secrets: Vec<(String, Vec<u8>)>,
+    secrets: Vec<(String, String)>,
+}
+
+/// Members with their last-seen times, indexed both ways.
+#[derive(Debug, Default)]
+struct Set {
+    seen: HashMap<Arc<str>, i64>,
+    /// `(last seen, member)`: oldest first, ties by member, as a Redis rank.
+    by_time: BTreeSet<(i64, Arc<str>)>,
+}
+
+impl Set {
+    fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Sets `member`'s last-seen time to `at` unless it is later already.
+    fn mark(&mut self, member: &str, at: i64) {
+        match self.seen.get_key_value(member) {
+            Some((_, &t)) if t >= at => {}
+            Some((key, &t)) => {
+                let key = Arc::clone(key);
+                self.by_time.remove(&(t, Arc::clone(&key)));
+                self.by_time.insert((at, Arc::clone(&key)));
+                self.seen.insert(key, at);
+            }
+            None => {
+                let key: Arc<str> = member.into();
+                self.by_time.insert((at, Arc::clone(&key)));
+                self.seen.insert(key, at);
+            }
+        }
+    }
+
+    fn remove(&mut self, member: &str) {
+        if let Some((key, t)) = self.seen.remove_entry(member) {
+            self.by_time.remove(&(t, key));
+        }
+    }
+
+    /// Removes the least recently seen member; how many were removed (0 or 1).
+    fn pop_oldest(&mut self) -> u64 {
+        match self.by_time.pop_first() {
+            Some((_, key)) => {
+                self.seen.remove(&key);
+                1
+            }
+            None => 0,
+        }
+    }
+
+    /// Removes members last seen before `cutoff`; how many.
+    fn prune(&mut self, cutoff: i64) -> u64 {
+        let mut removed = 0;
+        while self.by_time.first().is_some_and(|(t, _)| *t < cutoff) {
+            removed += self.pop_oldest();
+        }
+        removed
+    }
+
+    /// Removes members last seen at or after `since`; how many.
+    fn remove_since(&mut self, since: i64) -> u64 {
+        let mut removed = 0;
+        while let Some((t, key)) = self.by_time.last().cloned()
+            && t >= since
+        {
+            self.by_time.remove(&(t, Arc::clone(&key)));
+            self.seen.remove(&key);
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Keeps the `max` most recently seen members; how many were removed.
+    fn trim(&mut self, max: Option<usize>) -> u64 {
+        let mut removed = 0;
+        if let Some(max) = max {
+            while self.len() > max {
+                removed += self.pop_oldest();
+            }
+        }
+        removed
+    }
+
+    /// Members last seen at or after `cutoff`. Costs the members before it
+    /// that are not pruned yet (the ticker prunes them), never a scan of all.
+    fn count_since(&self, cutoff: i64) -> u64 {
+        let stale = self.by_time.iter().take_while(|(t, _)| *t < cutoff).count();
+        (self.len() - stale) as u64
+    }
+
+    /// The `limit` most recently seen members at or after `cutoff` (ties by
+    /// member, highest first, as Redis orders a reversed range).
+    fn most_recent(&self, cutoff: i64, limit: usize) -> Vec<String> {
+        self.by_time
+            .iter()
+            .rev()
+            .take_while(|(t, _)| *t >= cutoff)
+            .take(limit)
+            .map(|(_, m)| m.to_string())
+            .collect()
+    }
 }
 
 impl MemoryPresence {
-    /// An empty store.
+    /// An empty store, capped at [`DEFAULT_MAX_MEMBERS`] per set.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Caps each set at `max` members, trimming the oldest after every write, as
-    /// [`RedisPresence::with_max_members`](super::RedisPresence::with_max_members) does.
+    /// Caps each set at `max` members, trimming the least recently seen after
+    /// every write, as [`RedisPresence::with_max_members`](super::RedisPresence::with_max_members)
+    /// does (default [`DEFAULT_MAX_MEMBERS`]).
     pub fn with_max_members(mut self, max: usize) -> Self {
         self.max_members = Some(max.max(1));
+        self
+    }
+
+    /// Lets each set grow without a cap.
+    pub fn without_member_cap(mut self) -> Self {
+        self.max_members = None;
         self
     }
 
@@ -44,55 +165,66 @@ impl MemoryPresence {
     }
 }
 
-fn mark(set: &mut HashMap<String, i64>, at: i64, members: &[String]) {
-    for m in members {
-        let seen = set.entry(m.clone()).or_insert(at);
-        *seen = (*seen).max(at);
+impl Inner {
+    /// The day's secret: the one held, or `candidate`, now held. Whether it was
+    /// stored just now.
+    fn claim_secret(&mut self, day: &str, candidate: &str) -> (String, bool) {
+        if let Some((_, secret)) = self.secrets.iter().find(|(d, _)| d == day) {
+            return (secret.clone(), false);
+        }
+        self.secrets.push((day.to_owned(), candidate.to_owned()));
+        // Days are ISO dates, so they sort as strings; keep the two newest.
+        self.secrets.sort_by(|a, b| b.0.cmp(&a.0));
+        self.secrets.truncate(2);
+        (candidate.to_owned(), true)
     }
-}
-
-/// Keeps the `max` most recently seen members. Ties go the way of a Redis rank:
-/// by score, then by member, lowest first, so both stores trim the same ones.
-fn trim(set: &mut HashMap<String, i64>, max: Option<usize>) {
-    let Some(max) = max else { return };
-    let excess = set.len().saturating_sub(max);
-    if excess == 0 {
-        return;
-    }
-    let mut by_age: Vec<(i64, &String)> = set.iter().map(|(m, &t)| (t, m)).collect();
-    by_age.select_nth_unstable(excess - 1);
-    let oldest: Vec<String> = by_age[..excess].iter().map(|(_, m)| (*m).clone()).collect();
-    for m in &oldest {
-        set.remove(m);
-    }
-}
-
-fn count_since(set: &HashMap<String, i64>, cutoff: i64) -> u64 {
-    set.values().filter(|&&t| t >= cutoff).count() as u64
 }
 
 #[async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<()> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<Marked> {
         let mut inner = self.lock();
-        mark(&mut inner.users, at, &batch.users);
-        mark(&mut inner.hidden, at, &batch.hidden_users);
+        let inner = &mut *inner;
+        let mut marked = Marked::written();
+        // The same rule as the Redis store's, though a process cannot lose its
+        // own secrets: keyed members are written only under the day's secret.
+        let keyed_ok = match &batch.keyed_by {
+            None => true,
+            Some(key) => {
+                let (held, stored) = inner.claim_secret(&key.day, &key.candidate);
+                if stored {
+                    marked.stale_removed = inner.visitors.remove_since(key.day_start)
+                        + inner.bots.remove_since(key.day_start);
+                }
+                let ok = held == key.expected;
+                marked.keyed_wrong = !ok;
+                marked.day_secret = Some(held);
+                ok
+            }
+        };
         for name in &batch.users {
+            inner.users.mark(name, at);
             inner.hidden.remove(name);
         }
         for name in &batch.hidden_users {
+            inner.hidden.mark(name, at);
             inner.users.remove(name);
         }
-        mark(&mut inner.visitors, at, &batch.visitors);
-        mark(&mut inner.bots, at, &batch.bots);
-        for member in &batch.retired_visitors {
-            inner.visitors.remove(member);
+        if keyed_ok {
+            for m in &batch.visitors {
+                inner.visitors.mark(m, at);
+            }
+            for m in &batch.bots {
+                inner.bots.mark(m, at);
+            }
         }
-        for member in &batch.retired_bots {
-            inner.bots.remove(member);
+        for m in &batch.retired_visitors {
+            inner.visitors.remove(m);
+        }
+        for m in &batch.retired_bots {
+            inner.bots.remove(m);
         }
         let max = self.max_members;
-        let inner = &mut *inner;
         for (set, members) in [
             (&mut inner.users, &batch.users),
             (&mut inner.hidden, &batch.hidden_users),
@@ -100,10 +232,10 @@ impl PresenceStore for MemoryPresence {
             (&mut inner.bots, &batch.bots),
         ] {
             if !members.is_empty() {
-                trim(set, max);
+                marked.trimmed += set.trim(max);
             }
         }
-        Ok(())
+        Ok(marked)
     }
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
@@ -115,7 +247,7 @@ impl PresenceStore for MemoryPresence {
             &mut inner.visitors,
             &mut inner.bots,
         ] {
-            set.retain(|_, t| *t >= cutoff);
+            set.prune(cutoff);
         }
         Ok(Counts {
             users: (inner.users.len() + inner.hidden.len()) as u64,
@@ -126,23 +258,13 @@ impl PresenceStore for MemoryPresence {
 
     async fn online(&self, cutoff: i64, limit: usize) -> Result<Online> {
         let inner = self.lock();
-        let mut recent: Vec<(&String, i64)> = inner
-            .users
-            .iter()
-            .filter(|&(_, &t)| t >= cutoff)
-            .map(|(m, &t)| (m, t))
-            .collect();
-        let user_count = recent.len() as u64 + count_since(&inner.hidden, cutoff);
-        // Most recent first, ties by name, as Redis orders a reversed range.
-        recent.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(a.0)));
-        recent.truncate(limit);
-        let mut users: Vec<String> = recent.into_iter().map(|(m, _)| m.clone()).collect();
+        let mut users = inner.users.most_recent(cutoff, limit);
         users.sort_unstable();
         Ok(Online {
             users,
-            user_count,
-            visitor_count: count_since(&inner.visitors, cutoff),
-            bot_count: count_since(&inner.bots, cutoff),
+            user_count: inner.users.count_since(cutoff) + inner.hidden.count_since(cutoff),
+            visitor_count: inner.visitors.count_since(cutoff),
+            bot_count: inner.bots.count_since(cutoff),
         })
     }
 
@@ -170,15 +292,12 @@ impl PresenceStore for MemoryPresence {
         Ok(())
     }
 
-    async fn daily_secret(&self, day: &str, candidate: &[u8; 32]) -> Result<Vec<u8>> {
-        let mut inner = self.lock();
-        if let Some((_, secret)) = inner.secrets.iter().find(|(d, _)| d == day) {
-            return Ok(secret.clone());
-        }
-        inner.secrets.push((day.to_owned(), candidate.to_vec()));
-        // Days are ISO dates, so they sort as strings; keep the two newest.
-        inner.secrets.sort_by(|a, b| b.0.cmp(&a.0));
-        inner.secrets.truncate(2);
-        Ok(candidate.to_vec())
+    async fn day_secret(&self, day: &str) -> Result<Option<String>> {
+        let inner = self.lock();
+        Ok(inner
+            .secrets
+            .iter()
+            .find(|(d, _)| d == day)
+            .map(|(_, s)| s.clone()))
     }
 }

@@ -28,6 +28,30 @@ pub struct Counts {
     pub bots: u64,
 }
 
+/// The day secret a batch's visitor and bot members were derived from, when the
+/// store keeps that secret for every instance (no
+/// [`visitor_secret`](crate::Builder::visitor_secret) configured).
+///
+/// The store confirms it in the same round trip as the write: it stores
+/// `candidate` when it holds no secret for `day`, and writes the keyed members
+/// only while it holds `expected`. So every instance keys each visitor by one
+/// secret per day, whatever the order of data loss, restarts, evictions and
+/// writers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaySecret {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// The secret the members were derived from.
+    pub expected: String,
+    /// A fresh random secret, stored when the store holds none for `day`.
+    pub candidate: String,
+    /// Unix seconds of the day's first second (in the scores' time). When the
+    /// store has to store `candidate`, the secret that keyed the day's members
+    /// so far is gone: members seen since this time can never be matched
+    /// again, and are removed rather than counted twice.
+    pub day_start: i64,
+}
+
 /// Members seen in one flush, by kind. Every member is stamped with one time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
@@ -47,6 +71,10 @@ pub struct Batch {
     pub retired_visitors: Vec<String>,
     /// Bots' members to remove, as `retired_visitors`.
     pub retired_bots: Vec<String>,
+    /// The shared day secret `visitors` and `bots` were derived from, if the
+    /// store is to confirm it (see [`DaySecret`]). A store that ignores it keys
+    /// visitors by a secret of each process.
+    pub keyed_by: Option<DaySecret>,
 }
 
 impl Batch {
@@ -61,6 +89,39 @@ impl Batch {
         self.len() == 0
     }
 }
+
+/// What a write did, besides writing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Marked {
+    /// The store holds another secret for the batch's day than the one its
+    /// visitors and bots were derived from, so those were not written (users
+    /// were). The writer derives them again from [`day_secret`](Self::day_secret)
+    /// and writes them again.
+    pub keyed_wrong: bool,
+    /// The secret the store holds for the batch's day, when it keeps one.
+    pub day_secret: Option<String>,
+    /// Visitors and bots removed because the secret that keyed them was lost
+    /// (see [`DaySecret::day_start`]); they are written again at their next request.
+    pub stale_removed: u64,
+    /// Members removed by the cap on members per set, least recently seen first.
+    pub trimmed: u64,
+    /// The store lost what was written to it earlier (Redis restarted empty, was
+    /// flushed, or evicted the keys), as noticed by this write. The writer then
+    /// forgets which members it wrote lately, so that each is written again at
+    /// its next request. Stores that cannot lose data leave it false.
+    pub data_lost: bool,
+}
+
+impl Marked {
+    /// A write that needed nothing more.
+    pub fn written() -> Self {
+        Self::default()
+    }
+}
+
+/// Default cap on members per set (users, hidden users, visitors, bots).
+pub const DEFAULT_MAX_MEMBERS: usize = 1_000_000;
 
 /// A snapshot of who is online.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,17 +145,10 @@ pub struct Online {
 pub trait PresenceStore: Send + Sync + 'static {
     /// Marks every member of `batch` as seen at `at`. A member's last-seen time
     /// never moves back (Redis `ZADD ... GT`), so late or reordered batches are
-    /// harmless. A user reported hidden leaves the listed set, and back.
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<()>;
-
-    /// Whether the store has lost what was written to it (Redis restarted empty,
-    /// was flushed, or evicted the keys) since this was last asked, as noticed
-    /// by the writes. The reporter then forgets which members it wrote lately,
-    /// so that each is written again at its next request instead of after the
-    /// de-duplication resolution. The default never notices a loss.
-    fn take_data_loss(&self) -> bool {
-        false
-    }
+    /// harmless. A user reported hidden leaves the listed set, and back. When
+    /// the batch is [`keyed_by`](Batch::keyed_by) a day secret, its visitors and
+    /// bots are written only under the secret the store holds for the day.
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<Marked>;
 
     /// Removes members last seen before `cutoff` and counts what remains.
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts>;
@@ -111,13 +165,11 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// the time to live `ttl`.
     async fn cache_record(&self, record: &Record, ttl: Duration) -> Result<()>;
 
-    /// The secret shared by every instance for `day` (`YYYY-MM-DD`, UTC), from
-    /// which visitor pseudonyms are keyed: the first caller's `candidate` wins and
-    /// later callers get it back. The default keeps nothing and returns
-    /// `candidate`, right for a store that lives in one process (the caller
-    /// caches the day's key). See [`privacy`](crate#privacy).
-    async fn daily_secret(&self, day: &str, candidate: &[u8; 32]) -> Result<Vec<u8>> {
+    /// The secret the store holds for `day` (`YYYY-MM-DD`, UTC), if any, without
+    /// storing one: used to retire the previous day's pseudonyms after midnight.
+    /// The default holds none. See [`privacy`](crate#privacy).
+    async fn day_secret(&self, day: &str) -> Result<Option<String>> {
         let _ = day;
-        Ok(candidate.to_vec())
+        Ok(None)
     }
 }

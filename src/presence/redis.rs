@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use chrono::DateTime;
 use deadpool_redis::redis::{self, Script, aio::ConnectionLike};
 use deadpool_redis::{Pool, Runtime, cluster};
 
-use super::{Batch, Counts, Online, PresenceStore};
+use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, Marked, Online, PresenceStore};
 use crate::clock::ServerClock;
 use crate::{Error, Record, Result};
 
@@ -122,6 +122,43 @@ return 1
     )
 });
 
+/// How long a day's visitor secret lives: the day itself plus slack for clocks
+/// around midnight and for retiring the day's pseudonyms the next day.
+const SECRET_TTL_SECS: u64 = 2 * 24 * 3600;
+
+/// Claims the day's visitor secret: stores the candidate (ARGV[1]) when none is
+/// held, and returns the secret held afterwards. A candidate stored where the
+/// day's members already sit means the secret that keyed them is gone: members
+/// seen since the day's start (ARGV[3]) can never be matched again, so they are
+/// removed (and written again at their next request) instead of counting twice.
+/// Returns `{secret, members removed}`.
+const CLAIM_SECRET: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  return {held, 0}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local removed = redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[3], '+inf')
+  + redis.call('ZREMRANGEBYSCORE', KEYS[3], ARGV[3], '+inf')
+return {ARGV[1], removed}
+";
+
+/// `ZADD GT` of keyed members (ARGV[3..]) at ARGV[2] into KEYS[1], only while
+/// the day's secret (KEYS[2]) is the one they were derived from (ARGV[1]).
+/// Returns 1 when written, 0 when the secret differs.
+const ADD_IF_KEYED: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+local args = {}
+for i = 3, #ARGV do
+  args[#args + 1] = ARGV[2]
+  args[#args + 1] = ARGV[i]
+end
+redis.call('ZADD', KEYS[1], 'GT', unpack(args))
+return 1
+";
+
 /// The presence store in Redis, through a `deadpool-redis` pool onto one server
 /// ([`new`](Self::new)) or onto a Redis Cluster ([`cluster`](Self::cluster)).
 ///
@@ -148,17 +185,9 @@ pub struct RedisPresence {
     /// A key of this store alone, set by every write: missing at a write that
     /// follows another within its lifetime, it means Redis lost its data.
     marker: String,
-    /// Shared by clones, which are the same store.
-    writes: Arc<Writes>,
-}
-
-/// What the writes have seen of the marker.
-#[derive(Debug, Default)]
-struct Writes {
-    /// The time of the last write, 0 before the first.
-    last: AtomicI64,
-    /// A write found the marker gone; not yet taken.
-    lost: AtomicBool,
+    /// The time of the last write, 0 before the first; shared by clones, which
+    /// are the same store.
+    last_write: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -194,14 +223,14 @@ impl RedisPresence {
             lease: format!("{{{prefix}}}:tick-lease"),
             secret_prefix: format!("{{{prefix}}}:visitor-key"),
             set_ttl_secs: 24 * 60 * 60,
-            max_members: None,
+            max_members: Some(DEFAULT_MAX_MEMBERS),
             server_clock: None,
             timeout: Duration::from_secs(2),
             marker: format!(
                 "{{{prefix}}}:writer:{:016x}",
                 std::collections::hash_map::RandomState::new().hash_one(0x77_u64)
             ),
-            writes: Arc::default(),
+            last_write: Arc::default(),
         }
     }
 
@@ -210,11 +239,18 @@ impl RedisPresence {
         matches!(self.pool, Pools::Cluster(_))
     }
 
-    /// Caps each sorted set at `max` members: after every write the oldest are
-    /// trimmed (`ZREMRANGEBYRANK key 0 -(max+1)`), so a flood of distinct
-    /// visitors cannot grow Redis without bound. Counts then never exceed `max`.
+    /// Caps each sorted set at `max` members (default [`DEFAULT_MAX_MEMBERS`]):
+    /// after every write the least recently seen are trimmed
+    /// (`ZREMRANGEBYRANK key 0 -(max+1)`), so a flood of distinct visitors
+    /// cannot grow Redis without bound. Counts then never exceed `max`.
     pub fn with_max_members(mut self, max: usize) -> Self {
         self.max_members = Some(max.max(1));
+        self
+    }
+
+    /// Lets each sorted set grow without a cap.
+    pub fn without_member_cap(mut self) -> Self {
+        self.max_members = None;
         self
     }
 
@@ -371,28 +407,63 @@ fn parse_record(mut h: HashMap<String, String>) -> Result<Option<Record>> {
     }))
 }
 
+/// One reply of a pipeline read as `T`.
+fn parse<T: redis::FromRedisValue>(reply: redis::Value) -> Result<T> {
+    redis::from_redis_value(reply).map_err(|e| Error::Redis(e.into()))
+}
+
+fn corrupt_write(detail: String) -> Error {
+    Error::Corrupt {
+        store: "redis write",
+        detail,
+    }
+}
+
 fn date_arg(d: Option<DateTime<chrono::Utc>>) -> String {
     d.map(|d| d.timestamp().to_string()).unwrap_or_default()
 }
 
 #[async_trait]
 impl PresenceStore for RedisPresence {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<()> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> Result<Marked> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(Marked::written());
         }
         let mut conn = self.conn().await?;
         let at = match self.sync_first(&mut conn).await? {
             Some(clock) => clock.shift(at),
             None => at,
         };
+        // Replies read back, in pipeline order: the marker, the day secret's
+        // claim, each keyed part, each trim, then TIME.
         let mut pipe = redis::pipe();
         pipe.cmd("EXISTS").arg(&self.marker);
-        for (key, members) in [
-            (&self.users, &batch.users),
-            (&self.hidden, &batch.hidden_users),
-            (&self.visitors, &batch.visitors),
-            (&self.bots, &batch.bots),
+        let secret_key = batch
+            .keyed_by
+            .as_ref()
+            .map(|k| format!("{}:{}", self.secret_prefix, k.day));
+        if let (Some(key), Some(secret_key)) = (&batch.keyed_by, &secret_key) {
+            pipe.cmd("EVAL")
+                .arg(CLAIM_SECRET)
+                .arg(3)
+                .arg(secret_key)
+                .arg(&self.visitors)
+                .arg(&self.bots)
+                .arg(&key.candidate)
+                .arg(SECRET_TTL_SECS)
+                .arg(key.day_start);
+        }
+        // What each reply that is not ignored answers, in pipeline order.
+        enum Reply {
+            KeyedPart,
+            Trim,
+        }
+        let mut replies_wanted = Vec::new();
+        for (key, members, keyed) in [
+            (&self.users, &batch.users, false),
+            (&self.hidden, &batch.hidden_users, false),
+            (&self.visitors, &batch.visitors, true),
+            (&self.bots, &batch.bots, true),
         ] {
             if members.is_empty() {
                 continue;
@@ -403,20 +474,35 @@ impl PresenceStore for RedisPresence {
                 if i > 0 {
                     tokio::task::yield_now().await;
                 }
-                let cmd = pipe.cmd("ZADD").arg(key).arg("GT");
-                for m in part {
-                    cmd.arg(at).arg(m);
+                match (keyed, &batch.keyed_by, &secret_key) {
+                    (true, Some(day), Some(secret_key)) => {
+                        let cmd = pipe
+                            .cmd("EVAL")
+                            .arg(ADD_IF_KEYED)
+                            .arg(2)
+                            .arg(key)
+                            .arg(secret_key)
+                            .arg(&day.expected)
+                            .arg(at);
+                        for m in part {
+                            cmd.arg(m);
+                        }
+                        replies_wanted.push(Reply::KeyedPart);
+                    }
+                    _ => {
+                        let cmd = pipe.cmd("ZADD").arg(key).arg("GT");
+                        for m in part {
+                            cmd.arg(at).arg(m);
+                        }
+                        cmd.ignore();
+                    }
                 }
-                cmd.ignore();
             }
             if let Some(max) = self.max_members {
                 // Keep the `max` most recently seen: drop ranks 0 .. len-max-1.
                 let keep = i64::try_from(max).unwrap_or(i64::MAX);
-                pipe.cmd("ZREMRANGEBYRANK")
-                    .arg(key)
-                    .arg(0)
-                    .arg(-keep - 1)
-                    .ignore();
+                pipe.cmd("ZREMRANGEBYRANK").arg(key).arg(0).arg(-keep - 1);
+                replies_wanted.push(Reply::Trim);
             }
             pipe.cmd("EXPIRE").arg(key).arg(self.set_ttl_secs).ignore();
         }
@@ -445,26 +531,37 @@ impl PresenceStore for RedisPresence {
             .arg(self.set_ttl_secs)
             .ignore();
         self.ask_time(&mut pipe);
-        let (marked, time): (bool, Option<ServerTime>) = if self.server_clock.is_some() {
-            let (marked, time) = self.timed(pipe.query_async(&mut conn)).await?;
-            (marked, Some(time))
-        } else {
-            let (marked,) = self.timed(pipe.query_async(&mut conn)).await?;
-            (marked, None)
+        let replies: Vec<redis::Value> = self.timed(pipe.query_async(&mut conn)).await?;
+        let mut replies = replies.into_iter();
+        let mut next = || {
+            replies
+                .next()
+                .ok_or_else(|| corrupt_write("a reply is missing".into()))
         };
-        self.observe(time);
+        let present: bool = parse(next()?)?;
+        let mut marked = Marked::written();
+        if batch.keyed_by.is_some() {
+            let (held, removed): (String, u64) = parse(next()?)?;
+            marked.day_secret = Some(held);
+            marked.stale_removed = removed;
+        }
+        for wanted in replies_wanted {
+            let reply = next()?;
+            match wanted {
+                Reply::KeyedPart => marked.keyed_wrong |= !parse::<bool>(reply)?,
+                Reply::Trim => marked.trimmed += parse::<u64>(reply)?,
+            }
+        }
+        if self.server_clock.is_some() {
+            let time: ServerTime = parse(next()?)?;
+            self.observe(Some(time));
+        }
         // The marker outlives the sets' last write by their lifetime: missing
         // well within it, it was taken away with the rest.
-        let last = self.writes.last.swap(at, Relaxed);
+        let last = self.last_write.swap(at, Relaxed);
         let ttl = i64::try_from(self.set_ttl_secs).unwrap_or(i64::MAX);
-        if !marked && last != 0 && at.saturating_sub(last) < ttl - 60 {
-            self.writes.lost.store(true, Relaxed);
-        }
-        Ok(())
-    }
-
-    fn take_data_loss(&self) -> bool {
-        self.writes.lost.swap(false, Relaxed)
+        marked.data_lost = !present && last != 0 && at.saturating_sub(last) < ttl - 60;
+        Ok(marked)
     }
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
@@ -566,29 +663,11 @@ impl PresenceStore for RedisPresence {
         self.timed(invocation.invoke_async::<()>(&mut conn)).await
     }
 
-    async fn daily_secret(&self, day: &str, candidate: &[u8; 32]) -> Result<Vec<u8>> {
-        // First writer wins (`SET NX`); everyone reads back the winner. Two days
-        // of life: the day itself plus slack for clocks around midnight.
+    async fn day_secret(&self, day: &str) -> Result<Option<String>> {
         let key = format!("{}:{day}", self.secret_prefix);
         let mut conn = self.conn().await?;
-        let (secret,): (Option<String>,) = self
-            .timed(
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(crate::privacy::hex(candidate))
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(2 * 24 * 3600)
-                    .ignore()
-                    .cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        secret
-            .map(String::into_bytes)
-            .ok_or_else(|| corrupt(format!("{key} vanished")))
+        self.timed(redis::cmd("GET").arg(&key).query_async(&mut conn))
+            .await
     }
 }
 
