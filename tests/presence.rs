@@ -198,6 +198,7 @@ async fn record_cache_only_rises(stack: Stack) {
         max_users_date: date(T),
         max_visitors: 100,
         max_visitors_date: date(T + 1),
+        generation: 0,
     };
     p.cache_record(&first, hour).await.unwrap();
     assert_eq!(p.cached_record().await.unwrap(), Some(first));
@@ -209,6 +210,7 @@ async fn record_cache_only_rises(stack: Stack) {
         max_users_date: date(T + 2),
         max_visitors: 120,
         max_visitors_date: date(T + 3),
+        generation: 0,
     };
     p.cache_record(&second, hour).await.unwrap();
     let merged = p.cached_record().await.unwrap().unwrap();
