@@ -64,6 +64,15 @@ counters! {
     record_errors,
     /// Failed reads or writes of the record cache.
     cache_errors,
+    /// Record cache writes that failed earlier, tried again (at a tick, until one
+    /// succeeds).
+    cache_refill_retries,
+    /// Times the record was reset through
+    /// [`WhosOnline::reset_record`](crate::WhosOnline::reset_record) on this instance.
+    record_resets,
+    /// Raises kept from before a reset, dropped instead of written, or refused by
+    /// the record store because a reset came first.
+    stale_raises_dropped,
 }
 
 pub(crate) fn incr(c: &AtomicU64) {

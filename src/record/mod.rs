@@ -34,8 +34,9 @@ pub struct Record {
     #[serde(serialize_with = "rfc3339_secs")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub max_visitors_date: Option<DateTime<Utc>>,
-    /// How many times the record has been reset ([`RecordStore::reset`]); `0`
-    /// until the first reset. A record of a higher generation replaces one of a lower, never
+    /// How many times the record has been reset (see
+    /// [`WhosOnline::reset_record`](crate::WhosOnline::reset_record)); `0` until the
+    /// first reset. A record of a higher generation replaces one of a lower, never
     /// merges with it. Not served in `/stats`.
     #[serde(skip)]
     #[cfg_attr(feature = "openapi", schema(ignore))]
@@ -139,6 +140,25 @@ impl Record {
             generation: self.generation.saturating_add(1),
         })
     }
+}
+
+/// What [`WhosOnline::reset_record`](crate::WhosOnline::reset_record) lowers the
+/// record to. A count left as it is keeps its date; a lowered one is dated at the
+/// reset (no date when it becomes `0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordReset {
+    /// To the users and visitors online now. A count at or above the record stays
+    /// as it is (the next tick raises the record if it is beaten).
+    ToCurrentCounts,
+    /// To these counts, each at most the stored one
+    /// ([`Error::ResetAboveRecord`](crate::Error::ResetAboveRecord) otherwise).
+    To {
+        /// The new most users online at once.
+        users: u64,
+        /// The new most visitors online at once.
+        visitors: u64,
+    },
 }
 
 fn rfc3339_secs<S: Serializer>(date: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
