@@ -51,10 +51,10 @@ pub(crate) struct TickerState {
     /// under the gate only.
     pending: Mutex<Option<Record>>,
     /// A record the record store holds (it answered this instance with it: a
-    /// raise, a reset, a read) that the cache failed to take: written again at
-    /// every tick until the cache takes it, and merged over what the cache
-    /// serves meanwhile, so that a failed cache write never hides a record this
-    /// instance wrote.
+    /// raise, a reset, a read) that the cache has not taken yet (its write is
+    /// under way, or failed): merged over what the cache serves meanwhile, and
+    /// written again at every tick until the cache takes it, so that a failed
+    /// cache write never hides a record this instance wrote.
     refill: Mutex<Option<Record>>,
     log: LogLimiter,
     /// This instance's id; the value it writes into the tick lease.
@@ -348,16 +348,12 @@ impl Shared {
         r
     }
 
-    /// Writes `record` into the cache; a failed write is kept and retried at
-    /// the next ticks (the cache merge never lowers, so a late write is safe).
+    /// Writes `record` into the cache. Until the cache has taken it, it waits in
+    /// the refill slot: reads merge it over the cache, and every tick writes it
+    /// again (the cache merge never lowers, so a late write is safe).
     async fn refill_cache(&self, record: &Record) {
-        if let Err(e) = self.presence.cache_record(record, self.cache_ttl).await {
-            incr(&self.counters.cache_errors);
-            if self.ticker.log.allow(30) {
-                tracing::warn!(error = %e, "whos-online: record cache not written; retried at the next tick");
-            }
-            self.schedule_refill(record);
-        }
+        self.schedule_refill(record);
+        self.write_refill(false).await;
     }
 
     fn schedule_refill(&self, record: &Record) {
@@ -372,16 +368,33 @@ impl Shared {
 
     /// Writes a record the cache failed to take earlier, if any.
     async fn retry_refill(&self) {
-        let Some(record) = lock(&self.ticker.refill).take() else {
+        self.write_refill(true).await;
+    }
+
+    /// Writes the record waiting in the refill slot into the cache. It stays in
+    /// the slot during the write, so reads meanwhile still merge it.
+    async fn write_refill(&self, retry: bool) {
+        let Some(record) = *lock(&self.ticker.refill) else {
             return;
         };
-        incr(&self.counters.cache_refill_retries);
+        if retry {
+            incr(&self.counters.cache_refill_retries);
+        }
         match self.presence.cache_record(&record, self.cache_ttl).await {
-            Ok(()) => tracing::debug!("whos-online: record cache written on retry"),
+            Ok(()) => {
+                // Unless a newer one came meanwhile: that waits for the next tick.
+                let mut slot = lock(&self.ticker.refill);
+                if *slot == Some(record) {
+                    *slot = None;
+                }
+            }
             Err(e) => {
                 incr(&self.counters.cache_errors);
-                tracing::debug!(error = %e, "whos-online: record cache still not written");
-                self.schedule_refill(&record);
+                if !retry && self.ticker.log.allow(30) {
+                    tracing::warn!(error = %e, "whos-online: record cache not written; retried at the next tick");
+                } else {
+                    tracing::debug!(error = %e, "whos-online: record cache not written");
+                }
             }
         }
     }
