@@ -71,6 +71,15 @@ counters! {
     stale_members_removed,
     /// Times this instance found the day's visitor secret changed in the store.
     visitor_secret_changes,
+    /// Record cache writes that failed earlier, tried again (at a tick, until one
+    /// succeeds).
+    cache_refill_retries,
+    /// Times the record was reset through
+    /// [`WhosOnline::reset_record`](crate::WhosOnline::reset_record) on this instance.
+    record_resets,
+    /// Raises kept from before a reset, dropped instead of written, or refused by
+    /// the record store because a reset came first.
+    stale_raises_dropped,
 }
 
 pub(crate) fn incr(c: &AtomicU64) {

@@ -38,6 +38,22 @@ pub enum Error {
         /// What was wrong with it.
         detail: String,
     },
+    /// A reset of the record asked for a count above the stored record: a reset
+    /// only lowers it (raising is the ticker's job). Nothing was changed.
+    #[error(
+        "cannot reset the record to {users} users and {visitors} visitors: above the \
+         stored record of {max_users} users and {max_visitors} visitors (a reset only lowers it)"
+    )]
+    ResetAboveRecord {
+        /// The users count asked for.
+        users: u64,
+        /// The visitors count asked for.
+        visitors: u64,
+        /// The stored most users.
+        max_users: u64,
+        /// The stored most visitors.
+        max_visitors: u64,
+    },
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -174,6 +174,31 @@ impl WhosOnline {
         self.shared.current_record().await
     }
 
+    /// Lowers the all-time record, for an admin tool repairing a wrong one (a
+    /// flood of bots, a test against production): to the given counts, or to
+    /// the counts online now. A count left as it is keeps its date; a lowered
+    /// one is dated now (no date when it becomes `0`). Counts above the stored
+    /// record are refused ([`Error::ResetAboveRecord`]): raising is the ticker's
+    /// job, and it raises a too-low record again at its next tick.
+    ///
+    /// The reset bumps the record's generation, in Postgres and in the cache
+    /// (which is replaced), so that every instance drops what it held of the
+    /// old record at its next tick, and a raise computed before the reset is
+    /// not written. Returns the record as stored. A failed cache write is
+    /// retried at the next ticks; only a failure of the record store is an error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
+    /// use whos_online::RecordReset;
+    /// # let whos = whos_online::WhosOnline::builder().build()?;
+    /// let record = whos.reset_record(RecordReset::To { users: 0, visitors: 0 }).await?;
+    /// assert_eq!((record.max_users, record.generation), (0, 1));
+    /// # whos.shutdown().await; Ok(()) }
+    /// ```
+    pub async fn reset_record(&self, to: crate::RecordReset) -> Result<Record> {
+        self.shared.reset_record(to).await
+    }
+
     /// Runs one tick now (prune, count, raise the record), whatever the interval.
     /// For tests and admin tools; ticks of one instance never overlap.
     pub async fn tick_now(&self) -> Result<TickReport> {

@@ -103,7 +103,9 @@ pub use presence::{
     Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, Marked, MemoryPresence, Online, PresenceStore,
     RedisPresence, redis_cluster_pool, redis_pool,
 };
-pub use record::{MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordStore, migrate};
+pub use record::{
+    MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordReset, RecordStore, migrate,
+};
 #[cfg(feature = "openapi")]
 pub use routes::openapi;
 pub use routes::{DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};

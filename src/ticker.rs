@@ -17,7 +17,8 @@ use crate::counters::{LogLimiter, incr};
 use crate::handle::Shared;
 use crate::lease::TickLease;
 use crate::presence::Counts;
-use crate::{Record, Result, WhosOnline};
+use crate::record::RecordReset;
+use crate::{Error, Record, Result, WhosOnline};
 
 /// What one tick saw and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,9 @@ use crate::{Record, Result, WhosOnline};
 pub struct TickReport {
     /// Members within the window after pruning.
     pub counts: Counts,
-    /// The record as known after the tick.
+    /// The record as known after the tick: as read this tick from the cache or
+    /// the record store, or as stored by this tick's raise; when neither store
+    /// could be read, the highest record this instance saw before.
     pub record: Record,
     /// Whether this tick raised the stored record.
     pub raised: bool,
@@ -36,12 +39,23 @@ pub struct TickReport {
 /// State kept between ticks.
 #[derive(Debug, Default)]
 pub(crate) struct TickerState {
-    /// Ticks of one instance never overlap (the interval and `tick_now`).
+    /// Ticks of one instance never overlap (the interval and `tick_now`), nor
+    /// with a reset of the record.
     gate: tokio::sync::Mutex<()>,
-    /// The highest record this instance has seen: the floor when stores fail.
+    /// The highest record this instance has seen, of the newest generation seen
+    /// (see [`Record::merge`]): what a tick reports when no store can be read,
+    /// and the generation its raises carry. Never a reason to skip a raise: that
+    /// is decided against the record read at each tick.
     known: Mutex<Record>,
-    /// A raise the record store has not taken yet; retried every tick.
+    /// A raise the record store has not taken yet; retried every tick. Touched
+    /// under the gate only.
     pending: Mutex<Option<Record>>,
+    /// A record the record store holds (it answered this instance with it: a
+    /// raise, a reset, a read) that the cache has not taken yet (its write is
+    /// under way, or failed): merged over what the cache serves meanwhile, and
+    /// written again at every tick until the cache takes it, so that a failed
+    /// cache write never hides a record this instance wrote.
+    refill: Mutex<Option<Record>>,
     log: LogLimiter,
     /// This instance's id; the value it writes into the tick lease.
     instance_id: String,
@@ -63,6 +77,17 @@ impl TickerState {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `stored` carries a count of `candidate`, with its date: the raise
+/// of `candidate` is what put it there.
+fn carries(stored: &Record, candidate: &Record) -> bool {
+    (candidate.max_users > 0
+        && stored.max_users == candidate.max_users
+        && stored.max_users_date == candidate.max_users_date)
+        || (candidate.max_visitors > 0
+            && stored.max_visitors == candidate.max_visitors
+            && stored.max_visitors_date == candidate.max_visitors_date)
 }
 
 impl Shared {
@@ -112,51 +137,106 @@ impl Shared {
         // Read after the round trip: with server time, the first one set the clock.
         let now = self.clock.now();
 
-        let mut candidate = Record::seen(counts.users, counts.visitors, now);
+        // A cache write that failed earlier goes first, so the read below sees it.
+        self.retry_refill().await;
+        // Postgres is the truth: whether to raise is decided against the record
+        // read now, never against one this instance saw earlier, which a reset
+        // may have lowered since.
+        let current = self.current_record().await.ok();
+        if let Some(current) = &current {
+            lock(&state.known).merge(current);
+        }
+        let known = *lock(&state.known);
+        let fresh = Record {
+            generation: known.generation,
+            ..Record::seen(counts.users, counts.visitors, now)
+        };
+        let mut candidate = fresh;
         if let Some(pending) = lock(&state.pending).take() {
-            // The older peak wins ties: its date is the first time it was reached.
-            let mut merged = pending;
-            merged.raise(&candidate);
-            candidate = merged;
+            if pending.generation < fresh.generation {
+                self.drop_stale(&pending);
+            } else {
+                // The older peak wins ties: its date is the first time it was reached.
+                let mut merged = pending;
+                merged.raise(&fresh);
+                candidate = merged;
+            }
         }
 
-        let mut known = *lock(&state.known);
-        if let Ok(current) = self.current_record().await {
-            known.raise(&current);
-        }
-
+        // When no store can be read, the raise is simply tried: it is atomic
+        // and raise-only.
+        let mut record = current.unwrap_or(known);
         let mut raised = false;
-        if known.is_beaten_by(&candidate) {
-            match self.record.raise(&candidate).await {
-                Ok(stored) => {
-                    raised = true;
-                    incr(&self.counters.record_raises);
-                    known.raise(&stored);
-                    self.refill_cache(&stored).await;
-                    tracing::info!(
-                        max_users = stored.max_users,
-                        max_visitors = stored.max_visitors,
-                        "whos-online: record raised"
-                    );
-                }
+        if current.unwrap_or_default().is_beaten_by(&candidate) {
+            let (stored, rose) = self.write_raise(candidate, Some(fresh)).await;
+            if let Some(stored) = stored {
+                record.merge(&stored);
+            }
+            raised = rose;
+        }
+        let report = TickReport {
+            counts,
+            record,
+            raised,
+            raise_pending: lock(&state.pending).is_some(),
+        };
+        crate::metrics::tick(&report, started.elapsed(), &self.counters.snapshot());
+        Ok(report)
+    }
+
+    /// Raises the stored record to `candidate`; the caller holds the gate.
+    /// Returns the record as stored, when the store answered, and whether this
+    /// raise put a count there. A store that fails keeps the candidate pending.
+    ///
+    /// A store reset since this instance last read it refuses the candidate
+    /// (of an older generation); then `fresh`, the counts of this tick, is
+    /// raised again alone under the new generation, and any older peak in the
+    /// candidate is dropped.
+    async fn write_raise(
+        &self,
+        candidate: Record,
+        fresh: Option<Record>,
+    ) -> (Option<Record>, bool) {
+        let state = &self.ticker;
+        let (mut candidate, mut fresh) = (candidate, fresh);
+        loop {
+            let stored = match self.record.raise(&candidate).await {
+                Ok(stored) => stored,
                 Err(e) => {
                     incr(&self.counters.record_errors);
                     if state.log.allow(30) {
                         tracing::warn!(error = %e, "whos-online: record store failed; raise kept for the next tick");
                     }
                     *lock(&state.pending) = Some(candidate);
+                    return (None, false);
                 }
+            };
+            lock(&state.known).merge(&stored);
+            self.refill_cache(&stored).await;
+            if stored.generation > candidate.generation {
+                self.drop_stale(&candidate);
+                if let Some(f) = fresh.take() {
+                    candidate = Record {
+                        generation: stored.generation,
+                        ..f
+                    };
+                    if stored.is_beaten_by(&candidate) {
+                        continue;
+                    }
+                }
+                return (Some(stored), false);
             }
+            let raised = carries(&stored, &candidate);
+            if raised {
+                incr(&self.counters.record_raises);
+                tracing::info!(
+                    max_users = stored.max_users,
+                    max_visitors = stored.max_visitors,
+                    "whos-online: record raised"
+                );
+            }
+            return (Some(stored), raised);
         }
-        lock(&state.known).raise(&known);
-        let report = TickReport {
-            counts,
-            record: known,
-            raised,
-            raise_pending: lock(&state.pending).is_some(),
-        };
-        crate::metrics::tick(&report, started.elapsed(), &self.counters.snapshot());
-        Ok(report)
     }
 
     /// Writes a raise the record store refused earlier, if any; the caller holds
@@ -166,39 +246,27 @@ impl Shared {
         let Some(pending) = lock(&state.pending).take() else {
             return false;
         };
-        match self.record.raise(&pending).await {
-            Ok(stored) => {
-                incr(&self.counters.record_raises);
-                lock(&state.known).raise(&stored);
-                self.refill_cache(&stored).await;
-                tracing::info!(
-                    max_users = stored.max_users,
-                    max_visitors = stored.max_visitors,
-                    "whos-online: kept record raise written"
-                );
-                true
-            }
-            Err(e) => {
-                incr(&self.counters.record_errors);
-                if state.log.allow(30) {
-                    tracing::warn!(error = %e, "whos-online: record store failed; raise kept for the next tick");
-                }
-                let mut slot = lock(&state.pending);
-                match slot.as_mut() {
-                    Some(newer) => {
-                        let mut merged = pending;
-                        merged.raise(newer);
-                        *newer = merged;
-                    }
-                    None => *slot = Some(pending),
-                }
-                false
-            }
+        if pending.generation < lock(&state.known).generation {
+            self.drop_stale(&pending);
+            return false;
         }
+        self.write_raise(pending, None).await.1
+    }
+
+    /// A raise of a generation before a reset: the reset decided what the record
+    /// is, so it is not written.
+    fn drop_stale(&self, raise: &Record) {
+        incr(&self.counters.stale_raises_dropped);
+        tracing::info!(
+            max_users = raise.max_users,
+            max_visitors = raise.max_visitors,
+            "whos-online: a raise from before a reset of the record is dropped"
+        );
     }
 
     /// A background tick: the full tick when this instance holds the tick lease
-    /// (or there is none, or Redis cannot say), else only the retry of a kept raise.
+    /// (or there is none, or Redis cannot say), else only the retries of a kept
+    /// raise and of a failed cache write.
     async fn background_tick(&self) {
         let state = &self.ticker;
         let ticks = match &state.lease {
@@ -220,9 +288,10 @@ impl Shared {
         if ticks {
             // Failures are logged and counted inside; the next tick retries.
             let _ = self.tick().await;
-        } else if lock(&state.pending).is_some() {
+        } else if lock(&state.pending).is_some() || lock(&state.refill).is_some() {
             let _gate = state.gate.lock().await;
             self.raise_pending().await;
+            self.retry_refill().await;
         }
     }
 
@@ -238,10 +307,12 @@ impl Shared {
     }
 
     /// The record from the cache, else from the record store (refilling the
-    /// cache); an error only when neither answers.
+    /// cache); an error only when neither answers. A cached record behind one
+    /// this instance wrote but the cache has not taken yet is served with that
+    /// one merged over it.
     pub(crate) async fn current_record(&self) -> Result<Record> {
         let cache_up = match self.presence.cached_record().await {
-            Ok(Some(r)) => return Ok(r),
+            Ok(Some(r)) => return Ok(self.merge_unsynced(r)),
             Ok(None) => true,
             Err(e) => {
                 incr(&self.counters.cache_errors);
@@ -259,11 +330,120 @@ impl Shared {
         Ok(r)
     }
 
-    async fn refill_cache(&self, record: &Record) {
-        if let Err(e) = self.presence.cache_record(record, self.cache_ttl).await {
-            incr(&self.counters.cache_errors);
-            tracing::debug!(error = %e, "whos-online: record cache not written");
+    /// `cached` with a record the cache has not taken yet merged over it
+    /// ([`Record::merge`]): a cache that missed a write of this instance (a
+    /// raise, or a reset) is not served as it is.
+    fn merge_unsynced(&self, cached: Record) -> Record {
+        let mut slot = lock(&self.ticker.refill);
+        let Some(unsynced) = *slot else {
+            return cached;
+        };
+        if unsynced.generation < cached.generation {
+            // Reset since: the cache is ahead, the refill would be ignored.
+            *slot = None;
+            return cached;
         }
+        let mut r = cached;
+        r.merge(&unsynced);
+        r
+    }
+
+    /// Writes `record` into the cache. Until the cache has taken it, it waits in
+    /// the refill slot: reads merge it over the cache, and every tick writes it
+    /// again (the cache merge never lowers, so a late write is safe).
+    async fn refill_cache(&self, record: &Record) {
+        self.schedule_refill(record);
+        self.write_refill(false).await;
+    }
+
+    fn schedule_refill(&self, record: &Record) {
+        let mut slot = lock(&self.ticker.refill);
+        match slot.as_mut() {
+            Some(r) => {
+                r.merge(record);
+            }
+            None => *slot = Some(*record),
+        }
+    }
+
+    /// Writes a record the cache failed to take earlier, if any.
+    async fn retry_refill(&self) {
+        self.write_refill(true).await;
+    }
+
+    /// Writes the record waiting in the refill slot into the cache. It stays in
+    /// the slot during the write, so reads meanwhile still merge it.
+    async fn write_refill(&self, retry: bool) {
+        let Some(record) = *lock(&self.ticker.refill) else {
+            return;
+        };
+        if retry {
+            incr(&self.counters.cache_refill_retries);
+        }
+        match self.presence.cache_record(&record, self.cache_ttl).await {
+            Ok(()) => {
+                // Unless a newer one came meanwhile: that waits for the next tick.
+                let mut slot = lock(&self.ticker.refill);
+                if *slot == Some(record) {
+                    *slot = None;
+                }
+            }
+            Err(e) => {
+                incr(&self.counters.cache_errors);
+                if !retry && self.ticker.log.allow(30) {
+                    tracing::warn!(error = %e, "whos-online: record cache not written; retried at the next tick");
+                } else {
+                    tracing::debug!(error = %e, "whos-online: record cache not written");
+                }
+            }
+        }
+    }
+
+    /// Lowers the record (see [`WhosOnline::reset_record`]).
+    pub(crate) async fn reset_record(&self, to: RecordReset) -> Result<Record> {
+        let state = &self.ticker;
+        let _gate = state.gate.lock().await;
+        let (users, visitors) = match to {
+            RecordReset::To { users, visitors } => (users, visitors),
+            RecordReset::ToCurrentCounts => {
+                let cutoff = self.clock.unix_secs() - self.window_secs();
+                let online = self.presence.online(cutoff, 0).await?;
+                (online.user_count, online.visitor_count)
+            }
+        };
+        let now = self.clock.now();
+        let mut result = self.record.reset(&Record::seen(users, visitors, now)).await;
+        if let (
+            RecordReset::ToCurrentCounts,
+            Err(Error::ResetAboveRecord {
+                max_users,
+                max_visitors,
+                ..
+            }),
+        ) = (to, &result)
+        {
+            // More online than the record: that count stays (the next tick raises it).
+            let clamped = Record::seen(users.min(*max_users), visitors.min(*max_visitors), now);
+            result = self.record.reset(&clamped).await;
+        }
+        let stored = result.inspect_err(|e| {
+            if !matches!(e, Error::ResetAboveRecord { .. }) {
+                incr(&self.counters.record_errors);
+            }
+        })?;
+        incr(&self.counters.record_resets);
+        lock(&state.known).merge(&stored);
+        if let Some(stale) = lock(&state.pending).take_if(|p| p.generation < stored.generation) {
+            self.drop_stale(&stale);
+        }
+        self.refill_cache(&stored).await;
+        tracing::info!(
+            max_users = stored.max_users,
+            max_visitors = stored.max_visitors,
+            generation = stored.generation,
+            "whos-online: record reset"
+        );
+        Ok(stored)
     }
 }
 

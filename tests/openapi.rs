@@ -55,6 +55,10 @@ async fn served_responses_match_the_document(stack: Stack) {
     let (_, stats) = site.get_json("/stats").await;
     assert!(stats["max_users_date"].is_string());
     validate(&doc, "/stats", 200, &stats);
+    // The record's generation is internal: neither served nor documented.
+    assert!(stats.get("generation").is_none());
+    let record = &doc["components"]["schemas"]["Record"]["properties"];
+    assert!(record["max_users"].is_object() && record.get("generation").is_none());
 
     let (_, online) = site.get_json("/online").await;
     validate(&doc, "/online", 200, &online);

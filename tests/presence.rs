@@ -299,6 +299,7 @@ async fn record_cache_only_rises(stack: Stack) {
         max_users_date: date(T),
         max_visitors: 100,
         max_visitors_date: date(T + 1),
+        generation: 0,
     };
     p.cache_record(&first, hour).await.unwrap();
     assert_eq!(p.cached_record().await.unwrap(), Some(first));
@@ -310,6 +311,7 @@ async fn record_cache_only_rises(stack: Stack) {
         max_users_date: date(T + 2),
         max_visitors: 120,
         max_visitors_date: date(T + 3),
+        generation: 0,
     };
     p.cache_record(&second, hour).await.unwrap();
     let merged = p.cached_record().await.unwrap().unwrap();
@@ -325,6 +327,42 @@ async fn record_cache_only_rises(stack: Stack) {
     };
     p.cache_record(&nine, hour).await.unwrap();
     assert_eq!(p.cached_record().await.unwrap().unwrap().max_users, 50);
+}
+
+/// A record of a higher generation (a reset) replaces the cache, one of the same
+/// generation raises it, one of a lower generation (read before the reset) is
+/// ignored.
+async fn record_cache_follows_generations(stack: Stack) {
+    let p = store(stack);
+    let hour = Duration::from_secs(3600);
+    let old = Record::seen(49, 120, date(T).unwrap());
+    p.cache_record(&old, hour).await.unwrap();
+
+    let reset = Record {
+        generation: 1,
+        ..Record::seen(5, 6, date(T + 10).unwrap())
+    };
+    p.cache_record(&reset, hour).await.unwrap();
+    assert_eq!(p.cached_record().await.unwrap(), Some(reset), "replaced");
+
+    // A slow instance refills the cache with what it read before the reset.
+    p.cache_record(&Record::seen(60, 200, date(T + 20).unwrap()), hour)
+        .await
+        .unwrap();
+    assert_eq!(p.cached_record().await.unwrap(), Some(reset), "ignored");
+
+    let raise = Record {
+        generation: 1,
+        ..Record::seen(7, 3, date(T + 30).unwrap())
+    };
+    p.cache_record(&raise, hour).await.unwrap();
+    let merged = p.cached_record().await.unwrap().unwrap();
+    assert_eq!((merged.max_users, merged.max_users_date), (7, date(T + 30)));
+    assert_eq!(
+        (merged.max_visitors, merged.max_visitors_date),
+        (6, date(T + 10))
+    );
+    assert_eq!(merged.generation, 1);
 }
 
 async fn record_cache_keeps_empty_dates(stack: Stack) {
@@ -382,7 +420,45 @@ on_both_stacks!(
     record_cache_only_rises,
     record_cache_keeps_empty_dates,
     record_cache_expires,
+    record_cache_follows_generations,
 );
+
+/// A cache hash written before there were generations reads as generation 0:
+/// merged with as before, replaced by a reset.
+#[tokio::test]
+async fn a_cache_hash_without_a_generation_is_generation_0() {
+    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let p = RedisPresence::new(pool.clone(), &common::prefix());
+    let mut conn = pool.get().await.unwrap();
+    let () = deadpool_redis::redis::cmd("HSET")
+        .arg(p.record_key())
+        .arg(&["max_users", "53", "max_users_date", &T.to_string()])
+        .arg(&["max_visitors", "120", "max_visitors_date", ""])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let cached = p.cached_record().await.unwrap().unwrap();
+    assert_eq!((cached.max_users, cached.generation), (53, 0));
+
+    let hour = Duration::from_secs(3600);
+    p.cache_record(&Record::seen(54, 1, date(T + 1).unwrap()), hour)
+        .await
+        .unwrap();
+    let cached = p.cached_record().await.unwrap().unwrap();
+    assert_eq!((cached.max_users, cached.max_visitors), (54, 120));
+    let reset = Record {
+        generation: 1,
+        ..Record::seen(2, 3, date(T + 2).unwrap())
+    };
+    p.cache_record(&reset, hour).await.unwrap();
+    assert_eq!(p.cached_record().await.unwrap(), Some(reset));
+    let ttl: i64 = deadpool_redis::redis::cmd("PTTL")
+        .arg(p.record_key())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "a replaced cache has a time to live: {ttl}");
+}
 
 /// Keys carry the prefix as a Redis Cluster hash tag, so one installation's keys
 /// share a slot.

@@ -284,9 +284,12 @@ impl PresenceStore for MemoryPresence {
         let mut inner = self.lock();
         let now = Instant::now();
         match &mut inner.cache {
-            Some((cached, expires)) if now < *expires => {
-                cached.raise(record);
+            // The same generation raises it and keeps its time to live; a lower
+            // one (read before a reset) is ignored.
+            Some((cached, expires)) if now < *expires && record.generation <= cached.generation => {
+                cached.merge(record);
             }
+            // Empty, expired, or a reset since: replaced, with a new time to live.
             slot => *slot = Some((*record, now + ttl)),
         }
         Ok(())

@@ -160,9 +160,11 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// The cached record, or `None` when the cache is empty or expired.
     async fn cached_record(&self) -> Result<Option<Record>>;
 
-    /// Merges `record` into the cache with the same raise-only rule as the record
-    /// store (so a slow writer can never lower it), and gives a newly filled cache
-    /// the time to live `ttl`.
+    /// Merges `record` into the cache with [`Record::merge`]'s rule: of the same
+    /// generation, raise-only, as the record store (so a slow writer can never
+    /// lower it); of a higher generation (a reset), it replaces the cache; of a
+    /// lower one (read before a reset), it is ignored. A newly filled or replaced
+    /// cache gets the time to live `ttl`. The cache keeps the generation.
     async fn cache_record(&self, record: &Record, ttl: Duration) -> Result<()>;
 
     /// The secret the store holds for `day` (`YYYY-MM-DD`, UTC), if any, without

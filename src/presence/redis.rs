@@ -100,23 +100,42 @@ impl ConnectionLike for Conn {
 /// The reply to `TIME`: seconds and microseconds.
 type ServerTime = (i64, i64);
 
-/// Raise-only merge of a record into the cache hash, the same rule as
-/// [`Record::raise`]; a new hash gets a TTL, an existing one keeps its own so the
-/// cache is re-read from Postgres at least once per TTL.
+/// Merge of a record into the cache hash, the rule of [`Record::merge`]: a higher
+/// generation (a reset) replaces the hash, with a new TTL; the same generation
+/// raises it, the same rule as [`Record::raise`]; a lower one (read before a
+/// reset) is ignored. A hash without a generation field (written before there
+/// were generations) is generation 0. An existing hash keeps its own TTL, so the
+/// cache is re-read from Postgres at least once per TTL. Returns 1 when the hash
+/// was written or already held the record, 0 when the record was ignored.
 static CACHE_RECORD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local function raise(count_field, date_field, count, date)
-  local current = tonumber(redis.call('HGET', KEYS[1], count_field))
-  if current == nil or tonumber(count) > current then
-    redis.call('HSET', KEYS[1], count_field, count, date_field, date)
+local generation = tonumber(ARGV[6])
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local current = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+  if generation < current then
+    return 0
   end
+  if generation == current then
+    local function raise(count_field, date_field, count, date)
+      local stored = tonumber(redis.call('HGET', KEYS[1], count_field))
+      if stored == nil or tonumber(count) > stored then
+        redis.call('HSET', KEYS[1], count_field, count, date_field, date)
+      end
+    end
+    raise('max_users', 'max_users_date', ARGV[1], ARGV[2])
+    raise('max_visitors', 'max_visitors_date', ARGV[3], ARGV[4])
+    redis.call('HSET', KEYS[1], 'generation', ARGV[6])
+    if redis.call('PTTL', KEYS[1]) < 0 then
+      redis.call('PEXPIRE', KEYS[1], ARGV[5])
+    end
+    return 1
+  end
+  redis.call('DEL', KEYS[1])
 end
-raise('max_users', 'max_users_date', ARGV[1], ARGV[2])
-raise('max_visitors', 'max_visitors_date', ARGV[3], ARGV[4])
-if redis.call('PTTL', KEYS[1]) < 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
-end
+redis.call('HSET', KEYS[1], 'max_users', ARGV[1], 'max_users_date', ARGV[2],
+  'max_visitors', ARGV[3], 'max_visitors_date', ARGV[4], 'generation', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 ",
     )
@@ -388,6 +407,13 @@ fn parse_record(mut h: HashMap<String, String>) -> Result<Option<Record>> {
     };
     let users = count("max_users")?;
     let visitors = count("max_visitors")?;
+    // Written before there were generations: generation 0.
+    let generation = match h.remove("generation") {
+        None => 0,
+        Some(v) => v
+            .parse()
+            .map_err(|_| corrupt(format!("generation = {v:?}")))?,
+    };
     let mut date = |f: &str| -> Result<Option<DateTime<chrono::Utc>>> {
         match h.remove(f).as_deref() {
             None | Some("") => Ok(None),
@@ -404,6 +430,7 @@ fn parse_record(mut h: HashMap<String, String>) -> Result<Option<Record>> {
         max_users_date: date("max_users_date")?,
         max_visitors: visitors,
         max_visitors_date: date("max_visitors_date")?,
+        generation,
     }))
 }
 
@@ -659,7 +686,8 @@ impl PresenceStore for RedisPresence {
             .arg(date_arg(record.max_users_date))
             .arg(record.max_visitors)
             .arg(date_arg(record.max_visitors_date))
-            .arg(ttl_ms);
+            .arg(ttl_ms)
+            .arg(record.generation);
         self.timed(invocation.invoke_async::<()>(&mut conn)).await
     }
 
@@ -696,6 +724,23 @@ mod tests {
         assert_eq!(r.max_users_date.unwrap().timestamp(), 1_764_185_364);
         assert_eq!(r.max_visitors, 120);
         assert_eq!(r.max_visitors_date, None);
+        assert_eq!(r.generation, 0, "a hash from before generations");
+        let r = parse_record(hash(&[
+            ("max_users", "5"),
+            ("max_visitors", "6"),
+            ("generation", "3"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((r.max_users, r.generation), (5, 3));
+        let r = parse_record(hash(&[
+            ("max_users", "53"),
+            ("max_users_date", "1764185364"),
+            ("max_visitors", "120"),
+            ("max_visitors_date", ""),
+        ]))
+        .unwrap()
+        .unwrap();
         // Numeric, not lexical: "9" < "53" as numbers, though "9" > "53" as strings.
         assert!(r.is_beaten_by(&Record::seen(54, 0, chrono::Utc::now())));
     }

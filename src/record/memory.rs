@@ -27,7 +27,16 @@ impl RecordStore for MemoryRecord {
 
     async fn raise(&self, candidate: &Record) -> Result<Record> {
         let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
-        record.raise(candidate);
+        // A candidate from before a reset is refused.
+        if candidate.generation >= record.generation {
+            record.raise(candidate);
+        }
+        Ok(*record)
+    }
+
+    async fn reset(&self, to: &Record) -> Result<Record> {
+        let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        *record = record.reset_to(to)?;
         Ok(*record)
     }
 }
