@@ -31,8 +31,8 @@
 //!   the instance each request goes to; the machine's timing is not replayed.
 //! * `CHAOS_SECS`: seconds of faults (default 8, the short run of `cargo test`
 //!   in `.ci/run`; longer runs e.g. `CHAOS_SECS=120`).
-//! * `CHAOS_IPV6_PER_ADDRESS=1`: count IPv6 visitors per address, as the code
-//!   did before visitors were grouped by /64 (see [`true_visitors`]).
+//! * `CHAOS_IPV6_PER_ADDRESS=1`: the instances count IPv6 visitors per address
+//!   (`ipv6_prefix(128)`) instead of by /64, and so does the truth.
 //! * `CHAOS_VISITOR_SECRET=1`: the instances share a configured visitor secret,
 //!   so no day key lives in Redis (the `del-secret` fault then deletes nothing
 //!   the instances use); the default is the random day key kept in Redis.
@@ -100,9 +100,8 @@ impl Rng {
 /// (/32), an IPv6 one is its /64 (one household or device behind privacy
 /// addresses), and an IPv4-mapped IPv6 address is its IPv4 address.
 ///
-/// Before the change that groups IPv6 visitors by /64, the crate counted each
-/// IPv6 address on its own, so the universe's same-/64 addresses counted
-/// separately ([`visitors_per_address`]; `CHAOS_IPV6_PER_ADDRESS=1`).
+/// With `ipv6_prefix(128)` (`CHAOS_IPV6_PER_ADDRESS=1`) each IPv6 address
+/// counts on its own ([`visitors_per_address`]).
 fn true_visitors(ips: &[IpAddr]) -> usize {
     ips.iter()
         .map(|ip| match ip.to_canonical() {
@@ -719,7 +718,8 @@ async fn invariants_hold_under_random_faults() {
                 .prefix(&prefix)
                 .flush_interval(Duration::from_millis(100))
                 .tick_interval(Duration::from_millis(250))
-                .resolution(RESOLUTION);
+                .resolution(RESOLUTION)
+                .ipv6_prefix(if per_address { 128 } else { 64 });
             if secret {
                 builder.visitor_secret(format!("chaos {seed}"))
             } else {
@@ -869,8 +869,10 @@ async fn invariants_hold_under_random_faults() {
             );
         }
     }
-    for whos in &fleet {
-        whos.shutdown().await;
+    for (i, whos) in fleet.iter().enumerate() {
+        if let Err(e) = whos.shutdown().await {
+            chaos.broke("shutdown writes everything", format!("instance {i}: {e}"));
+        }
     }
     drop(redis);
 
