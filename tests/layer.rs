@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 use whos_online::{
     Batch, ClientIpSource, Counts, Marked, MemoryPresence, Online, PresenceStore, Record, User,
-    identify_fn,
+    WhosOnline, identify_fn,
 };
 
 async fn user_or_visitor_never_both(stack: Stack) {
@@ -102,6 +103,45 @@ async fn ipv4_mapped_ipv6_is_one_visitor(stack: Stack) {
     site.visit("2001:db8::7").await;
     site.whos.flush().await.unwrap();
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 2);
+}
+
+/// One host with a whole IPv6 /64 is one visitor, however many addresses of it
+/// it uses (by default; `ipv6_prefix` sets the length). IPv4 counts per address.
+async fn ipv6_visitors_count_by_their_prefix(stack: Stack) {
+    let addresses = [
+        "2001:db8:5:1::1",
+        "2001:db8:5:1::2",
+        "2001:db8:5:1:ffff:ffff:ffff:ffff",
+        "2001:db8:5:2::1",
+        "10.0.0.1",
+        "10.0.0.2",
+    ];
+    for (bits, expected) in [(None, 4), (Some(48), 3), (Some(128), 6)] {
+        let site = Site::with(stack, |b| match bits {
+            Some(bits) => b.ipv6_prefix(bits),
+            None => b,
+        })
+        .await;
+        for ip in addresses {
+            site.visit(ip).await;
+        }
+        site.whos.flush().await.unwrap();
+        let online = site.whos.online(1).await.unwrap();
+        assert_eq!(online.visitor_count, expected, "prefix {bits:?}");
+        site.whos.shutdown().await.unwrap();
+    }
+}
+
+/// The cap on members per set trims the least recently seen, and counts it.
+async fn the_member_cap_trims_and_counts(stack: Stack) {
+    let site = Site::with(stack, |b| b.max_members(3)).await;
+    for i in 0..5 {
+        site.visit(&format!("10.0.1.{i}")).await;
+        site.whos.flush().await.unwrap();
+        site.clock.advance_secs(1);
+    }
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 3);
+    assert_eq!(site.whos.counters().members_trimmed, 2);
 }
 
 async fn proxy_headers_are_ignored_by_default(stack: Stack) {
@@ -237,6 +277,8 @@ async fn shutdown_writes_everything_queued(stack: Stack) {
 }
 
 on_both_stacks!(
+    ipv6_visitors_count_by_their_prefix,
+    the_member_cap_trims_and_counts,
     user_or_visitor_never_both,
     a_deferred_hook_counts_like_an_immediate_one,
     a_request_dropped_before_its_response_still_counts,
@@ -416,9 +458,166 @@ async fn redis_down_requests_still_succeed() {
     for i in 0..200 {
         site.visit(&format!("10.2.0.{}", i % 250)).await;
     }
-    site.whos.flush().await.unwrap();
+    let err = site.whos.flush().await.unwrap_err();
+    assert!(
+        matches!(err, whos_online::Error::Unwritten { members: 200, .. }),
+        "{err:?}"
+    );
     let c = site.whos.counters();
     assert_eq!(c.reports_queued, 200);
     assert!(c.flush_errors >= 1);
     assert_eq!(c.flushes, 0);
+}
+
+/// Settings outside their range are refused by `build()` with a clear message.
+#[tokio::test]
+async fn bad_prefix_lengths_and_caps_are_refused() {
+    for (builder, words) in [
+        (WhosOnline::builder().ipv6_prefix(0), "IPv6 prefix"),
+        (WhosOnline::builder().ipv6_prefix(129), "IPv6 prefix"),
+        (WhosOnline::builder().max_members(0), "max members"),
+    ] {
+        let err = builder.build().unwrap_err();
+        assert!(matches!(err, whos_online::Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains(words), "{err}");
+    }
+    for ok in [
+        WhosOnline::builder().ipv6_prefix(1),
+        WhosOnline::builder().ipv6_prefix(128),
+        WhosOnline::builder().unlimited_members(),
+    ] {
+        ok.build().unwrap().shutdown().await.unwrap();
+    }
+}
+
+/// A presence store that fails its writes while `failing` is set, counting them.
+#[derive(Default)]
+struct Flaky {
+    inner: MemoryPresence,
+    failing: std::sync::atomic::AtomicBool,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Clone)]
+struct FlakyStore(Arc<Flaky>);
+
+#[async_trait]
+impl PresenceStore for FlakyStore {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<Marked> {
+        self.0.writes.fetch_add(1, SeqCst);
+        if self.0.failing.load(SeqCst) {
+            return Err(whos_online::Error::Timeout {
+                store: "flaky",
+                timeout: Duration::ZERO,
+            });
+        }
+        self.0.inner.mark_seen(at, batch).await
+    }
+    async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
+        self.0.inner.prune_and_count(cutoff).await
+    }
+    async fn online(&self, cutoff: i64, limit: usize) -> whos_online::Result<Online> {
+        self.0.inner.online(cutoff, limit).await
+    }
+    async fn cached_record(&self) -> whos_online::Result<Option<Record>> {
+        self.0.inner.cached_record().await
+    }
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> whos_online::Result<()> {
+        self.0.inner.cache_record(record, ttl).await
+    }
+}
+
+async fn flaky_site(
+    configure: impl FnOnce(whos_online::Builder) -> whos_online::Builder,
+) -> (Site, Arc<Flaky>) {
+    let flaky = Arc::new(Flaky::default());
+    flaky.failing.store(true, SeqCst);
+    let store = FlakyStore(Arc::clone(&flaky));
+    let site = Site::with(Stack::Memory, |b| configure(b.presence_store(store))).await;
+    (site, flaky)
+}
+
+/// A flush whose write fails says so (it used to return `Ok`), and the members
+/// stay pending: once the store is back, a flush writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_returns_the_write_error() {
+    let site = Site::with(Stack::Real, |b| b.redis(common::dead_redis())).await;
+    site.visit_as("alice", "10.0.0.1").await;
+    site.visit("10.0.0.2").await;
+    let err = site.whos.flush().await.unwrap_err();
+    assert!(
+        matches!(err, whos_online::Error::Unwritten { members: 2, .. }),
+        "{err:?}"
+    );
+
+    let (site, flaky) = flaky_site(|b| b.flush_interval(Duration::from_millis(50))).await;
+    site.visit("10.0.0.2").await;
+    assert!(site.whos.flush().await.is_err());
+    flaky.failing.store(false, SeqCst);
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
+}
+
+/// While writes fail, flushing in a loop (as the demo once did on every page)
+/// adds no attempts: each flush waits for the next scheduled write, so the
+/// store is tried at most once per flush interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_is_tried_once_per_interval_however_often_flush_is_called() {
+    const EVERY: Duration = Duration::from_millis(50);
+    let (site, flaky) = flaky_site(|b| b.flush_interval(EVERY)).await;
+    site.visit("10.0.0.1").await;
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        assert!(site.whos.flush().await.is_err());
+    }
+    let elapsed = started.elapsed();
+    let writes = flaky.writes.load(SeqCst) as u128;
+    let allowed = elapsed.as_millis() / EVERY.as_millis() + 2;
+    assert!(
+        writes <= allowed,
+        "{writes} write attempts in {elapsed:?}, at most {allowed} allowed"
+    );
+    assert!(writes >= 2, "the writes were retried: {writes}");
+}
+
+/// Shutdown with a store that stays down retries for the grace period, then
+/// says how many members it could not write; with a store that comes back
+/// within it, everything is written and it returns `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_what_it_could_not_write() {
+    let grace = Duration::from_millis(400);
+    let (site, flaky) = flaky_site(|b| {
+        b.shutdown_grace(grace)
+            .flush_interval(Duration::from_millis(100))
+    })
+    .await;
+    site.visit_as("alice", "10.0.0.1").await;
+    for ip in ["10.0.0.2", "10.0.0.3", "2001:db8::1"] {
+        site.visit(ip).await;
+    }
+    let started = std::time::Instant::now();
+    let err = site.whos.shutdown().await.unwrap_err();
+    assert!(
+        matches!(err, whos_online::Error::Unwritten { members: 4, .. }),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < grace + Duration::from_secs(2));
+    assert!(flaky.writes.load(SeqCst) >= 2, "retried within the grace");
+    site.whos.shutdown().await.unwrap();
+
+    let (site, flaky) = flaky_site(|b| {
+        b.shutdown_grace(Duration::from_secs(10))
+            .flush_interval(Duration::from_millis(50))
+    })
+    .await;
+    site.visit("10.0.0.2").await;
+    let back = Arc::clone(&flaky);
+    tokio::spawn(async move {
+        while back.writes.load(SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        back.failing.store(false, SeqCst);
+    });
+    site.whos.shutdown().await.unwrap();
+    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
 }
