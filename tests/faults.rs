@@ -401,11 +401,20 @@ async fn redis_emptied_members_come_back_at_their_next_request() {
     let online = site.whos.online(100).await.unwrap();
     assert_eq!(online.users, ["a", "z"]);
     assert_eq!(online.visitor_count, 1);
-    // Once noticed, not again: a further write finds the marker in place.
+    // The day's secret went with the data: the first write of a visitor keyed
+    // it anew, which also lets every visitor be written at its next request
+    // (10.0.0.2 once more)...
     site.visit("10.0.0.4").await;
     site.whos.flush().await.unwrap();
     site.visit("10.0.0.2").await;
-    assert_eq!(site.whos.counters().reports_queued, 6);
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.counters().reports_queued, 7);
+    assert_eq!(site.whos.counters().visitor_secret_changes, 1);
+    // ...and once settled, not again: further writes find marker and secret.
+    site.visit("10.0.0.2").await;
+    site.visit("10.0.0.4").await;
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.counters().reports_queued, 7);
 }
 
 /// Graceful shutdown with reports still queued (the flush interval is an hour):
