@@ -44,7 +44,8 @@ counters! {
     /// Requests not reported: no client address and no user (for example a server
     /// started without `into_make_service_with_connect_info`).
     reports_unidentified,
-    /// User names rejected as empty, too long or containing control characters.
+    /// User names rejected as empty, too long, padded with whitespace, or holding
+    /// control, format, separator or filler characters (look-alikes and blanks).
     reports_invalid,
     /// Members dropped because too many were waiting while Redis was failing.
     pending_dropped,

@@ -69,13 +69,57 @@ impl User {
         (self.name, self.hidden)
     }
 
-    /// Names must be non-empty, at most [`MAX_USER_NAME_LEN`] bytes and free of
-    /// control characters.
+    /// Names must be non-empty, at most [`MAX_USER_NAME_LEN`] bytes, free of
+    /// leading and trailing whitespace, and free of characters that render as
+    /// nothing or reorder text (see [`renders_invisibly`]): otherwise two
+    /// entries of `/online` could look alike, or one look empty.
     pub(crate) fn is_valid(&self) -> bool {
-        !self.name.is_empty()
-            && self.name.len() <= MAX_USER_NAME_LEN
-            && !self.name.chars().any(char::is_control)
+        let name = self.name.as_str();
+        !name.is_empty()
+            && name.len() <= MAX_USER_NAME_LEN
+            && name.trim() == name
+            && !name.chars().any(|c| c.is_control() || renders_invisibly(c))
     }
+}
+
+/// Characters a user name may not hold because they render as nothing, as a
+/// blank, as a line break, or change the direction of the text around them:
+/// Unicode's format characters (category Cf: zero-width spaces and joiners,
+/// bidi controls such as U+202E, the byte-order mark, tag characters), line and
+/// paragraph separators (Zl, Zp), the other default-ignorable code points
+/// (variation selectors, the combining grapheme joiner, Mongolian free
+/// variation selectors), and the Hangul and Braille fillers that display as
+/// blanks (U+115F, U+1160, U+3164, U+FFA0, U+2800).
+fn renders_invisibly(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x206F
+            | 0x2800
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
 }
 
 /// The future an [`IdentifyUser`] hook returns when it cannot answer at once.
@@ -437,5 +481,54 @@ mod tests {
         assert_eq!(group_ip(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
         assert_eq!(group_ip(ip("2001:db8::1"), 1), ip("::"));
         assert_eq!(group_ip(ip("203.0.113.7"), 64), ip("203.0.113.7"));
+    }
+
+    /// Look-alike names: each would show in `/online` as another name, as a
+    /// blank, or break the line; all are refused. Ordinary names, with inner
+    /// spaces, accents and scripts of every kind, pass.
+    #[test]
+    fn names_that_lie_are_refused() {
+        let refused = [
+            "alice\u{200B}",       // zero-width space
+            "al\u{200D}ice",       // zero-width joiner
+            "\u{202E}ecila",       // right-to-left override
+            "alice\u{2066}",       // left-to-right isolate
+            "ali\u{00AD}ce",       // soft hyphen
+            "alice\u{FEFF}",       // byte-order mark
+            "alice\u{2028}bob",    // line separator
+            "alice\u{2029}",       // paragraph separator
+            "\u{3164}",            // Hangul filler: renders blank
+            "\u{115F}\u{1160}",   // Hangul choseong and jungseong fillers
+            "\u{FFA0}",            // halfwidth Hangul filler
+            "\u{2800}",            // Braille blank
+            "alice\u{FE0F}",       // variation selector
+            "ali\u{034F}ce",       // combining grapheme joiner
+            "alice\u{E0041}",      // tag character
+            "alice\u{180E}",       // Mongolian vowel separator
+            " alice",
+            "alice ",
+            "alice\u{00A0}",       // trailing no-break space
+            "\u{3000}",            // ideographic space only
+            "tab\there",
+            "line\nbreak",
+            "",
+        ];
+        for name in refused {
+            assert!(!User::new(name).is_valid(), "{name:?} accepted");
+        }
+        for name in [
+            "alice",
+            "Alice Smith",
+            "José",
+            "Zoë",
+            "小明",
+            "محمد",
+            "Дмитрий",
+            "ひらがな",
+            "o'brien-2",
+            "a",
+        ] {
+            assert!(User::new(name).is_valid(), "{name:?} refused");
+        }
     }
 }

@@ -202,10 +202,26 @@ async fn bad_user_names_are_dropped_and_counted(stack: Stack) {
             .insert("x-user", http::HeaderValue::from_str(name).unwrap());
         assert_eq!(site.send(req).await.status(), 200);
     }
+    // Look-alikes of "alice", a blank and a line break: refused, never listed.
+    let look_alikes = [
+        "alice\u{200B}",
+        "\u{202E}ecila",
+        "\u{3164}",
+        "alice\u{2028}bob",
+        "alice ",
+    ];
+    for name in look_alikes {
+        let mut req = request_from("10.0.0.1", "/");
+        req.headers_mut().insert(
+            "x-user",
+            http::HeaderValue::from_bytes(name.as_bytes()).unwrap(),
+        );
+        assert_eq!(site.send(req).await.status(), 200);
+    }
     site.whos.flush().await.unwrap();
     let online = site.whos.online(10).await.unwrap();
     assert_eq!((online.user_count, online.visitor_count), (0, 0));
-    assert_eq!(site.whos.counters().reports_invalid, 3);
+    assert_eq!(site.whos.counters().reports_invalid, 3 + 5);
     // The longest allowed name goes through.
     site.visit_as(&"y".repeat(whos_online::MAX_USER_NAME_LEN), "10.0.0.1")
         .await;
