@@ -489,26 +489,26 @@ mod tests {
     #[test]
     fn names_that_lie_are_refused() {
         let refused = [
-            "alice\u{200B}",       // zero-width space
-            "al\u{200D}ice",       // zero-width joiner
-            "\u{202E}ecila",       // right-to-left override
-            "alice\u{2066}",       // left-to-right isolate
-            "ali\u{00AD}ce",       // soft hyphen
-            "alice\u{FEFF}",       // byte-order mark
-            "alice\u{2028}bob",    // line separator
-            "alice\u{2029}",       // paragraph separator
-            "\u{3164}",            // Hangul filler: renders blank
-            "\u{115F}\u{1160}",   // Hangul choseong and jungseong fillers
-            "\u{FFA0}",            // halfwidth Hangul filler
-            "\u{2800}",            // Braille blank
-            "alice\u{FE0F}",       // variation selector
-            "ali\u{034F}ce",       // combining grapheme joiner
-            "alice\u{E0041}",      // tag character
-            "alice\u{180E}",       // Mongolian vowel separator
+            "alice\u{200B}",    // zero-width space
+            "al\u{200D}ice",    // zero-width joiner
+            "\u{202E}ecila",    // right-to-left override
+            "alice\u{2066}",    // left-to-right isolate
+            "ali\u{00AD}ce",    // soft hyphen
+            "alice\u{FEFF}",    // byte-order mark
+            "alice\u{2028}bob", // line separator
+            "alice\u{2029}",    // paragraph separator
+            "\u{3164}",         // Hangul filler: renders blank
+            "\u{115F}\u{1160}", // Hangul choseong and jungseong fillers
+            "\u{FFA0}",         // halfwidth Hangul filler
+            "\u{2800}",         // Braille blank
+            "alice\u{FE0F}",    // variation selector
+            "ali\u{034F}ce",    // combining grapheme joiner
+            "alice\u{E0041}",   // tag character
+            "alice\u{180E}",    // Mongolian vowel separator
             " alice",
             "alice ",
-            "alice\u{00A0}",       // trailing no-break space
-            "\u{3000}",            // ideographic space only
+            "alice\u{00A0}", // trailing no-break space
+            "\u{3000}",      // ideographic space only
             "tab\there",
             "line\nbreak",
             "",
