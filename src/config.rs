@@ -88,6 +88,7 @@ pub struct Builder {
     tick_interval: Duration,
     background_ticker: bool,
     serve_openapi: bool,
+    max_limit: u32,
     cache_ttl: Duration,
     flush_interval: Duration,
     queue_capacity: usize,
@@ -126,6 +127,7 @@ impl Default for Builder {
             tick_interval: DEFAULT_TICK_INTERVAL,
             background_ticker: true,
             serve_openapi: true,
+            max_limit: crate::routes::DEFAULT_MAX_LIMIT,
             cache_ttl: DEFAULT_CACHE_TTL,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -283,6 +285,16 @@ impl Builder {
         self
     }
 
+    /// The most names `GET /online?limit=N` may ask for (default 200,
+    /// [`DEFAULT_MAX_LIMIT`](crate::DEFAULT_MAX_LIMIT); 1 to 10,000,
+    /// [`MAX_LIMIT`](crate::MAX_LIMIT)). A higher `limit` is a JSON 400. Keep it
+    /// low on a public site: each name read costs the store and the response.
+    /// [`WhosOnline::online`] itself takes any limit.
+    pub fn max_limit(mut self, max: u32) -> Self {
+        self.max_limit = max;
+        self
+    }
+
     /// Time to live of the record cache in Redis (default 4 h).
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
@@ -398,6 +410,9 @@ impl Builder {
         if self.max_members == Some(0) {
             return bad("max members must be above zero (unlimited_members() lifts the cap)");
         }
+        if !(1..=crate::routes::MAX_LIMIT).contains(&self.max_limit) {
+            return bad("the /online limit ceiling must be from 1 to 10000");
+        }
         if !(1..=128).contains(&self.ipv6_prefix) {
             return bad("the IPv6 prefix must be from 1 to 128 bits");
         }
@@ -492,6 +507,7 @@ impl Builder {
             }),
             ticker: TickerState::new(instance_id, lease),
             serve_openapi: self.serve_openapi,
+            max_limit: self.max_limit,
             cancel: cancel.clone(),
             tasks: Mutex::default(),
         });

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) reporting: Arc<Reporting>,
     pub(crate) ticker: TickerState,
     pub(crate) serve_openapi: bool,
+    /// The ceiling of `limit` in `GET /online`.
+    pub(crate) max_limit: u32,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: Mutex<Tasks>,
 }

@@ -108,7 +108,7 @@ pub use record::{
 };
 #[cfg(feature = "openapi")]
 pub use routes::openapi;
-pub use routes::{DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};
+pub use routes::{DEFAULT_LIMIT, DEFAULT_MAX_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
 pub use ticker::TickReport;

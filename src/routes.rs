@@ -1,6 +1,7 @@
 //! The router fragment: `GET /online` and `GET /stats`, JSON only.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -8,12 +9,23 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use serde::{Deserialize, Serialize};
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use crate::WhosOnline;
 
-/// Default number of names in `/online`.
-pub const DEFAULT_LIMIT: u32 = 1000;
-/// Largest `limit` accepted by `/online`.
+/// Default number of names in `/online` (or the ceiling, if lower).
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Default ceiling of `limit` in `/online` (see [`Builder::max_limit`](crate::Builder::max_limit)).
+pub const DEFAULT_MAX_LIMIT: u32 = 200;
+/// Highest ceiling of `limit` that can be configured.
 pub const MAX_LIMIT: u32 = 10_000;
+/// Most bytes of names in one `/online` body: 1,024 names of the longest
+/// length. Beyond it the list is cut (the counts stay complete).
+const MAX_NAME_BYTES: usize = 256 * 1024;
+/// How long an encoded `/online` body is reused for the same `limit`, unless
+/// this instance wrote or ticked meanwhile, or the clock moved to another second.
+const BODY_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The body of `GET /online`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,18 +73,84 @@ fn no_store(mut res: Response) -> Response {
     res
 }
 
-fn parse_limit(query: Result<Query<OnlineQuery>, QueryRejection>) -> Result<usize, ApiError> {
+fn parse_limit(
+    query: Result<Query<OnlineQuery>, QueryRejection>,
+    ceiling: u32,
+) -> Result<usize, ApiError> {
     let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let Query(q) = query.map_err(|e| bad(format!("bad query string: {}", e.body_text())))?;
     let Some(raw) = q.limit else {
-        return Ok(DEFAULT_LIMIT as usize);
+        return Ok(DEFAULT_LIMIT.min(ceiling) as usize);
     };
     match raw.parse::<u32>() {
-        Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n as usize),
+        Ok(n) if (1..=ceiling).contains(&n) => Ok(n as usize),
         _ => Err(bad(format!(
-            "limit must be a whole number from 1 to {MAX_LIMIT}"
+            "limit must be a whole number from 1 to {ceiling}"
         ))),
     }
+}
+
+/// What the fragment's handlers share: the handle, and the `/online` bodies
+/// encoded lately, so that a burst of identical reads costs one store read.
+#[derive(Clone)]
+struct Fragment {
+    whos: WhosOnline,
+    bodies: Arc<Mutex<Vec<Body>>>,
+}
+
+/// An encoded `/online` body, and what it was read under.
+struct Body {
+    key: BodyKey,
+    made: Instant,
+    json: Bytes,
+}
+
+/// A body is reused only while all of these are unchanged.
+#[derive(PartialEq, Eq)]
+struct BodyKey {
+    limit: usize,
+    /// Writes and ticks of this instance: either may change the answer.
+    flushes: u64,
+    ticks: u64,
+    /// The configured clock's second: the window moves with it.
+    second: i64,
+}
+
+impl Fragment {
+    fn cached(&self, key: &BodyKey) -> Option<Bytes> {
+        let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies
+            .iter()
+            .find(|b| b.key == *key && b.made.elapsed() < BODY_REUSE)
+            .map(|b| b.json.clone())
+    }
+
+    fn keep(&self, key: BodyKey, json: Bytes) {
+        let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        bodies.retain(|b| b.made.elapsed() < BODY_REUSE && b.key.limit != key.limit);
+        // A few limits at most are in use; a flood of distinct ones keeps four.
+        if bodies.len() >= 4 {
+            bodies.remove(0);
+        }
+        bodies.push(Body {
+            key,
+            made: Instant::now(),
+            json,
+        });
+    }
+}
+
+/// Keeps the names of `users` (sorted) within [`MAX_NAME_BYTES`].
+fn cut_to_size(users: &mut Vec<String>) {
+    let mut bytes = 0;
+    let fits = users
+        .iter()
+        .take_while(|u| {
+            bytes += u.len();
+            bytes <= MAX_NAME_BYTES
+        })
+        .count();
+    users.truncate(fits);
 }
 
 /// Who is online now.
@@ -80,7 +158,9 @@ fn parse_limit(query: Result<Query<OnlineQuery>, QueryRejection>) -> Result<usiz
     get,
     path = "/online",
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 10000,
-            description = "At most this many names, the most recently seen (default 1000)")),
+            description = "At most this many names, the most recently seen: 1 to the site's ceiling \
+                           (200 unless configured, at most 10000); default 100, or the ceiling if lower. \
+                           The body may be up to one second old.")),
     responses(
         (status = 200, description = "Users (sorted by name) and counts within the window", body = OnlineResponse),
         (status = 400, description = "Bad query string", body = ErrorBody),
@@ -88,27 +168,57 @@ fn parse_limit(query: Result<Query<OnlineQuery>, QueryRejection>) -> Result<usiz
     ),
 ))]
 async fn online(
-    State(whos): State<WhosOnline>,
+    State(fragment): State<Fragment>,
     query: Result<Query<OnlineQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let limit = parse_limit(query)?;
-    let online = whos.online(limit).await.map_err(|e| {
+    let whos = &fragment.whos;
+    let limit = parse_limit(query, whos.shared.max_limit)?;
+    let counters = whos.shared.counters.snapshot();
+    let key = BodyKey {
+        limit,
+        flushes: counters.flushes,
+        ticks: counters.ticks,
+        second: whos.shared.clock.unix_secs(),
+    };
+    if let Some(json) = fragment.cached(&key) {
+        return Ok(json_body(json));
+    }
+    let mut online = whos.online(limit).await.map_err(|e| {
         tracing::warn!(error = %e, "whos-online: /online could not read the presence store");
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "presence store unavailable".into(),
         )
     })?;
-    Ok(no_store(
-        Json(OnlineResponse {
-            users: online.users,
-            user_count: online.user_count,
-            visitor_count: online.visitor_count,
-            window_secs: whos.window().as_secs(),
-            bot_count: online.bot_count,
-        })
-        .into_response(),
-    ))
+    cut_to_size(&mut online.users);
+    let body = OnlineResponse {
+        users: online.users,
+        user_count: online.user_count,
+        visitor_count: online.visitor_count,
+        window_secs: whos.window().as_secs(),
+        bot_count: online.bot_count,
+    };
+    let json = Bytes::from(serde_json::to_vec(&body).map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}"),
+        )
+    })?);
+    fragment.keep(key, json.clone());
+    Ok(json_body(json))
+}
+
+fn json_body(json: Bytes) -> Response {
+    no_store(
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response(),
+    )
 }
 
 /// The all-time record.
@@ -120,8 +230,8 @@ async fn online(
         (status = 503, description = "Neither the cache nor the record store answered", body = ErrorBody),
     ),
 ))]
-async fn stats(State(whos): State<WhosOnline>) -> Result<Response, ApiError> {
-    let record = whos.record().await.map_err(|e| {
+async fn stats(State(fragment): State<Fragment>) -> Result<Response, ApiError> {
+    let record = fragment.whos.record().await.map_err(|e| {
         tracing::warn!(error = %e, "whos-online: /stats could not read the record");
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -135,7 +245,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed".into())
 }
 
-fn route(method: MethodRouter<WhosOnline>) -> MethodRouter<WhosOnline> {
+fn route(method: MethodRouter<Fragment>) -> MethodRouter<Fragment> {
     method.fallback(method_not_allowed)
 }
 
@@ -163,7 +273,10 @@ impl WhosOnline {
         } else {
             router
         };
-        router.with_state(self.clone())
+        router.with_state(Fragment {
+            whos: self.clone(),
+            bodies: Arc::default(),
+        })
     }
 }
 

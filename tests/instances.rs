@@ -72,6 +72,7 @@ async fn instances_agree_and_the_record_is_the_true_peak() {
     let fleet: Vec<WhosOnline> = (0..4)
         .map(|_| {
             WhosOnline::builder()
+                .max_limit(10_000)
                 .redis(redis_pool(&common::redis_url()).unwrap())
                 .postgres(pg.clone())
                 .identify_users(common::header_user())
@@ -176,6 +177,7 @@ async fn one_instance_ticks_per_interval() {
     let fleet: Vec<WhosOnline> = (0..4)
         .map(|_| {
             WhosOnline::builder()
+                .max_limit(10_000)
                 .redis(redis_pool(&common::redis_url()).unwrap())
                 .prefix(&prefix)
                 .tick_interval(every)
@@ -261,6 +263,7 @@ async fn skewed_clocks_count_right_on_server_time() {
     let window = Duration::from_secs(300);
     let build = |clock: Skewed, server_time: bool| {
         WhosOnline::builder()
+            .max_limit(10_000)
             .redis(redis_pool(&common::redis_url()).unwrap())
             .identify_users(common::header_user())
             .prefix(&prefix)

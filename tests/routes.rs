@@ -5,7 +5,10 @@ mod common;
 use common::{Site, Stack, request_from};
 use http::StatusCode;
 use serde_json::json;
-use whos_online::{PostgresRecord, Record, RecordStore};
+use whos_online::{
+    Batch, Counts, Marked, Online, PostgresRecord, PresenceStore, Record, RecordStore,
+    RedisPresence,
+};
 
 async fn online_shape_and_sorting(stack: Stack) {
     let site = Site::new(stack).await;
@@ -44,8 +47,124 @@ async fn online_limit_keeps_counts_complete(stack: Stack) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["users"], json!(["alice", "bob"]));
     assert_eq!(body["user_count"], 4);
-    let (_, body) = site.get_json("/online?limit=10000").await;
+    let (_, body) = site.get_json("/online?limit=200").await;
     assert_eq!(body["users"], json!(["alice", "bob", "carol", "dave"]));
+}
+
+/// `limit` stops at the site's ceiling: 200 by default, configurable from 1 to
+/// 10,000; above it is a JSON 400, and without it at most 100 (or the ceiling).
+async fn the_limit_ceiling_is_configurable(stack: Stack) {
+    let site = Site::new(stack).await;
+    assert_eq!(site.get_json("/online?limit=200").await.0, StatusCode::OK);
+    let (status, body) = site.get_json("/online?limit=201").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("1 to 200"),
+        "{body}"
+    );
+
+    let site = Site::with(stack, |b| b.max_limit(3)).await;
+    for name in ["a", "b", "c", "d", "e"] {
+        site.visit_as(name, "10.0.0.1").await;
+        site.whos.flush().await.unwrap();
+        site.clock.advance_secs(1);
+    }
+    assert_eq!(
+        site.get_json("/online?limit=4").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (_, body) = site.get_json("/online").await;
+    assert_eq!(body["users"], json!(["c", "d", "e"]));
+    assert_eq!(body["user_count"], 5);
+
+    for bad in [0, 10_001] {
+        assert!(
+            whos_online::WhosOnline::builder()
+                .max_limit(bad)
+                .build()
+                .is_err()
+        );
+    }
+}
+
+/// Identical reads within a second share one store read and one encoding,
+/// until this instance writes (or ticks) again.
+async fn repeated_reads_share_one_store_read(stack: Stack) {
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&reads);
+    let site = Site::with(stack, |b| {
+        let inner: std::sync::Arc<dyn PresenceStore> = match stack {
+            Stack::Real => std::sync::Arc::new(
+                RedisPresence::from_url(&common::redis_url(), &common::prefix()).unwrap(),
+            ),
+            Stack::Memory => std::sync::Arc::new(whos_online::MemoryPresence::new()),
+        };
+        b.presence_store(CountingReads {
+            inner,
+            reads: counted,
+        })
+    })
+    .await;
+    site.visit_as("alice", "10.0.0.1").await;
+    site.whos.flush().await.unwrap();
+    let router = site.whos.router::<()>();
+    let get = || async {
+        use tower::ServiceExt;
+        let res = router
+            .clone()
+            .oneshot(request_from("10.0.0.9", "/online"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        common::json(res).await
+    };
+    let first = get().await;
+    for _ in 0..50 {
+        assert_eq!(get().await, first);
+    }
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A write of this instance: read again, and the new member shows.
+    site.visit_as("bob", "10.0.0.2").await;
+    site.whos.flush().await.unwrap();
+    assert_eq!(get().await["users"], json!(["alice", "bob"]));
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // The window moves with the clock: read again.
+    site.clock.advance_secs(1);
+    get().await;
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+/// A presence store that counts `online` reads.
+struct CountingReads {
+    inner: std::sync::Arc<dyn PresenceStore>,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for CountingReads {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<Marked> {
+        self.inner.mark_seen(at, batch).await
+    }
+    async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
+        self.inner.prune_and_count(cutoff).await
+    }
+    async fn online(&self, cutoff: i64, limit: usize) -> whos_online::Result<Online> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.online(cutoff, limit).await
+    }
+    async fn cached_record(&self) -> whos_online::Result<Option<Record>> {
+        self.inner.cached_record().await
+    }
+    async fn cache_record(
+        &self,
+        record: &Record,
+        ttl: std::time::Duration,
+    ) -> whos_online::Result<()> {
+        self.inner.cache_record(record, ttl).await
+    }
+    async fn day_secret(&self, day: &str) -> whos_online::Result<Option<String>> {
+        self.inner.day_secret(day).await
+    }
 }
 
 async fn bad_queries_are_json_400(stack: Stack) {
@@ -53,7 +172,7 @@ async fn bad_queries_are_json_400(stack: Stack) {
     for q in [
         "limit=abc",
         "limit=0",
-        "limit=10001",
+        "limit=201",
         "limit=-1",
         "limit=",
         "limit=1.5",
@@ -135,6 +254,8 @@ async fn responses_are_json_and_not_cached(stack: Stack) {
 on_both_stacks!(
     online_shape_and_sorting,
     online_limit_keeps_counts_complete,
+    the_limit_ceiling_is_configurable,
+    repeated_reads_share_one_store_read,
     bad_queries_are_json_400,
     counts_follow_the_window_before_any_prune,
     stats_empty_then_recorded,
