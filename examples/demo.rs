@@ -18,6 +18,7 @@
 //! | `WHOS_ONLINE_TICK_SECS`   | `60`             | how often the record is checked           |
 //! | `WHOS_ONLINE_PREFIX`      | `whos_online`    | Redis key prefix                          |
 //! | `WHOS_ONLINE_CLIENT_IP_SOURCE` | unset (the TCP peer) | a proxy header to trust, e.g. `RightmostXForwardedFor` |
+//! | `WHOS_ONLINE_VISITOR_SECRET` | unset | secret for visitor pseudonyms; set it whenever Redis is used |
 //! | `RUST_LOG`                | `info`           | log filter                                |
 //!
 //! With `--features prometheus` the demo also serves the crate's metrics at
@@ -66,6 +67,10 @@ pub struct DemoConfig {
     /// [`ClientIpSource`] name such as `RightmostXForwardedFor`; unset: the TCP
     /// peer). Name a header only behind a proxy that sets it.
     pub client_ip_source: ClientIpSource,
+    /// The secret visitor pseudonyms are keyed with (`WHOS_ONLINE_VISITOR_SECRET`);
+    /// unset: a random key per day, kept in Redis when Redis is used (a warning
+    /// at start says what that exposes).
+    pub visitor_secret: Option<String>,
 }
 
 impl Default for DemoConfig {
@@ -79,6 +84,7 @@ impl Default for DemoConfig {
             tick_interval: whos_online::DEFAULT_TICK_INTERVAL,
             prefix: whos_online::DEFAULT_PREFIX.to_owned(),
             client_ip_source: ClientIpSource::ConnectInfo,
+            visitor_secret: None,
         }
     }
 }
@@ -127,6 +133,7 @@ impl DemoConfig {
                     )
                 })?,
             },
+            visitor_secret: var("WHOS_ONLINE_VISITOR_SECRET"),
         })
     }
 }
@@ -142,6 +149,9 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
         .tick_interval(config.tick_interval)
         .prefix(&config.prefix)
         .client_ip_source(config.client_ip_source.clone());
+    if let Some(secret) = &config.visitor_secret {
+        builder = builder.visitor_secret(secret.as_bytes());
+    }
     #[cfg(feature = "prometheus")]
     {
         builder = builder.skip_path_prefix("/metrics"); // scrapes are not visitors

@@ -438,6 +438,17 @@ impl Builder {
     /// ticker on the current Tokio runtime.
     pub fn build(self) -> Result<WhosOnline> {
         self.validate()?;
+        let shared_store = matches!(
+            self.presence,
+            PresenceChoice::Redis(_) | PresenceChoice::RedisCluster(_)
+        );
+        if shared_store && matches!(self.visitor_ids, VisitorIds::Hashed { secret: None }) {
+            tracing::warn!(
+                "whos-online: no visitor_secret is set, so each day's pseudonym key is kept in \
+                 Redis beside the visitors: anyone who can read Redis can recover visitors' IP \
+                 addresses. Set Builder::visitor_secret (e.g. from WHOS_ONLINE_VISITOR_SECRET)."
+            );
+        }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("build() must be called inside a Tokio runtime".into()))?;
         let instance_id = crate::lease::new_instance_id();

@@ -403,8 +403,11 @@ fn config_from_the_environment() {
         ("WHOS_ONLINE_TICK_SECS", " 5 "),
         ("WHOS_ONLINE_PREFIX", "forum"),
         ("WHOS_ONLINE_CLIENT_IP_SOURCE", "RightmostXForwardedFor"),
+        ("WHOS_ONLINE_VISITOR_SECRET", "s3cret"),
     ]))
     .unwrap();
+    assert_eq!(config.visitor_secret.as_deref(), Some("s3cret"));
+    assert_eq!(defaults.visitor_secret, None);
     assert_eq!(
         config.client_ip_source,
         ClientIpSource::RightmostXForwardedFor
