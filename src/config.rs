@@ -16,7 +16,9 @@ use crate::handle::{Shared, Tasks, WhosOnline};
 use crate::identity::{IdentifyUser, NoUsers};
 use crate::layer::Reporting;
 use crate::lease::TickLease;
-use crate::presence::{DEFAULT_MAX_MEMBERS, MemoryPresence, PresenceStore, RedisPresence};
+use crate::presence::{
+    DEFAULT_MAX_MEMBERS, HiddenUsers, MemoryPresence, PresenceStore, RedisPresence,
+};
 use crate::privacy::{Pseudonymizer, VisitorIds};
 use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
 use crate::reporter::{Reporter, Waiting, Writer};
@@ -89,6 +91,7 @@ pub struct Builder {
     background_ticker: bool,
     serve_openapi: bool,
     max_limit: u32,
+    hidden_users: HiddenUsers,
     cache_ttl: Duration,
     flush_interval: Duration,
     queue_capacity: usize,
@@ -128,6 +131,7 @@ impl Default for Builder {
             background_ticker: true,
             serve_openapi: true,
             max_limit: crate::routes::DEFAULT_MAX_LIMIT,
+            hidden_users: HiddenUsers::default(),
             cache_ttl: DEFAULT_CACHE_TTL,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
@@ -292,6 +296,16 @@ impl Builder {
     /// [`WhosOnline::online`] itself takes any limit.
     pub fn max_limit(mut self, max: u32) -> Self {
         self.max_limit = max;
+        self
+    }
+
+    /// How users who chose to be hidden are counted (default
+    /// [`HiddenUsers::AsUsers`]: in `user_count`, so that `user_count` minus the
+    /// listed names tells how many hidden users are online).
+    /// [`HiddenUsers::AsVisitors`] counts them as guests instead, so no
+    /// difference reveals them. Either way they are never listed.
+    pub fn hidden_users(mut self, how: HiddenUsers) -> Self {
+        self.hidden_users = how;
         self
     }
 
@@ -519,6 +533,7 @@ impl Builder {
             ticker: TickerState::new(instance_id, lease),
             serve_openapi: self.serve_openapi,
             max_limit: self.max_limit,
+            hidden_users: self.hidden_users,
             cancel: cancel.clone(),
             tasks: Mutex::default(),
         });

@@ -11,7 +11,7 @@ use crate::clock::Clock;
 use crate::config::Builder;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::layer::{Reporting, WhosOnlineLayer};
-use crate::presence::{Online, PresenceStore};
+use crate::presence::{HiddenUsers, Online, PresenceStore};
 use crate::record::RecordStore;
 use crate::reporter::Msg;
 use crate::ticker::{TickReport, TickerState};
@@ -29,6 +29,7 @@ pub(crate) struct Shared {
     pub(crate) serve_openapi: bool,
     /// The ceiling of `limit` in `GET /online`.
     pub(crate) max_limit: u32,
+    pub(crate) hidden_users: HiddenUsers,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: Mutex<Tasks>,
 }
@@ -129,7 +130,8 @@ impl WhosOnline {
     /// if the ticker has not pruned yet.
     pub async fn online(&self, limit: usize) -> Result<Online> {
         let cutoff = self.shared.clock.unix_secs() - self.shared.window_secs();
-        self.shared.presence.online(cutoff, limit).await
+        let online = self.shared.presence.online(cutoff, limit).await?;
+        Ok(self.shared.hidden_users.online(online))
     }
 
     /// Names of the users online now (at most `limit`, the most recently seen,

@@ -100,8 +100,8 @@ pub use identity::{
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{
-    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, Marked, MemoryPresence, Online, PresenceStore,
-    RedisPresence, redis_cluster_pool, redis_pool,
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, HiddenUsers, Marked, MemoryPresence, Online,
+    PresenceStore, RedisPresence, redis_cluster_pool, redis_pool,
 };
 pub use record::{
     MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordReset, RecordStore, migrate,

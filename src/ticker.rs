@@ -121,7 +121,7 @@ impl Shared {
         let started = std::time::Instant::now();
         let cutoff = self.clock.unix_secs() - self.window_secs();
         let counts = match self.presence.prune_and_count(cutoff).await {
-            Ok(c) => c,
+            Ok(c) => self.hidden_users.counts(c),
             Err(e) => {
                 incr(&self.counters.tick_errors);
                 if state.log.allow(30) {
@@ -408,6 +408,7 @@ impl Shared {
             RecordReset::ToCurrentCounts => {
                 let cutoff = self.clock.unix_secs() - self.window_secs();
                 let online = self.presence.online(cutoff, 0).await?;
+                let online = self.hidden_users.online(online);
                 (online.user_count, online.visitor_count)
             }
         };

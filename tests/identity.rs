@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Site, Stack, request_from};
-use whos_online::{BotFilter, ClientIpSource, User, identify_fn};
+use whos_online::{BotFilter, ClientIpSource, HiddenUsers, User, identify_fn, identify_now};
 
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -85,6 +85,48 @@ async fn hidden_users_are_counted_never_listed(stack: Stack) {
     assert_eq!(site.whos.tick_now().await.unwrap().record.max_users, 2);
 }
 
+/// Hidden users counted as guests: `user_count` equals the listed names, so
+/// nothing gives a hidden user away; they count toward the visitors' record.
+async fn hidden_users_can_count_as_guests(stack: Stack) {
+    let site = Site::with(stack, |b| {
+        b.hidden_users(HiddenUsers::AsVisitors)
+            .identify_users(identify_now(|req| {
+                req.headers.get("x-user").map(|v| {
+                    User::new(v.to_str().unwrap()).with_hidden(req.headers.contains_key("x-hidden"))
+                })
+            }))
+    })
+    .await;
+    let hidden = |name: &'static str, ip: &'static str| {
+        let mut req = request_from(ip, "/");
+        req.headers_mut().insert("x-user", name.parse().unwrap());
+        req.headers_mut().insert("x-hidden", "1".parse().unwrap());
+        req
+    };
+    site.visit_as("alice", "10.0.0.1").await;
+    site.visit_as("bob", "10.0.0.3").await;
+    site.send(hidden("ghost", "10.0.0.2")).await;
+    site.visit("10.0.0.9").await;
+    site.whos.flush().await.unwrap();
+    let body = common::fragment(&site.whos, "/online").await;
+    assert_eq!(body["users"], serde_json::json!(["alice", "bob"]));
+    assert_eq!(
+        (body["user_count"].clone(), body["visitor_count"].clone()),
+        (2.into(), 2.into())
+    );
+    let tick = site.whos.tick_now().await.unwrap();
+    assert_eq!((tick.counts.users, tick.counts.visitors), (2, 2));
+    assert_eq!((tick.record.max_users, tick.record.max_visitors), (2, 2));
+
+    // bob turns hidden: he leaves the list and the user count together.
+    site.clock.advance_secs(60);
+    site.send(hidden("bob", "10.0.0.3")).await;
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(10).await.unwrap();
+    assert_eq!(online.users, ["alice"]);
+    assert_eq!((online.user_count, online.visitor_count), (1, 3));
+}
+
 async fn skipped_routes_are_not_reported(stack: Stack) {
     let site = Site::with(stack, |b| {
         b.skip_path_prefix("/static")
@@ -137,6 +179,7 @@ async fn repeated_and_spoofed_proxy_headers(stack: Stack) {
 }
 
 on_both_stacks!(
+    hidden_users_can_count_as_guests,
     bots_are_counted_apart_and_never_raise_the_record,
     bot_filter_can_be_replaced_or_turned_off,
     hidden_users_are_counted_never_listed,

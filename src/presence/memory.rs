@@ -251,6 +251,7 @@ impl PresenceStore for MemoryPresence {
         }
         Ok(Counts {
             users: (inner.users.len() + inner.hidden.len()) as u64,
+            hidden: inner.hidden.len() as u64,
             visitors: inner.visitors.len() as u64,
             bots: inner.bots.len() as u64,
         })
@@ -263,6 +264,7 @@ impl PresenceStore for MemoryPresence {
         Ok(Online {
             users,
             user_count: inner.users.count_since(cutoff) + inner.hidden.count_since(cutoff),
+            hidden_count: inner.hidden.count_since(cutoff),
             visitor_count: inner.visitors.count_since(cutoff),
             bot_count: inner.bots.count_since(cutoff),
         })

@@ -22,6 +22,8 @@ use crate::{Record, Result};
 pub struct Counts {
     /// Logged-in users, hidden ones included.
     pub users: u64,
+    /// Of `users`, how many are hidden.
+    pub hidden: u64,
     /// Anonymous visitors (bots excluded).
     pub visitors: u64,
     /// Crawlers and other bots; never part of the record.
@@ -120,6 +122,48 @@ impl Marked {
     }
 }
 
+/// How hidden users are counted; see [`Builder::hidden_users`](crate::Builder::hidden_users).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HiddenUsers {
+    /// In `user_count` and the users' record, never listed (the default). Then
+    /// `user_count` minus the number of listed names is the number of hidden
+    /// users online, and a user who turns hidden leaves the list while the
+    /// count stays: watchers can tell.
+    #[default]
+    AsUsers,
+    /// As anonymous visitors: in `visitor_count` and the visitors' record, so
+    /// that every user counted in `user_count` is listed (up to the limit) and
+    /// no difference gives a hidden user away.
+    AsVisitors,
+}
+
+impl HiddenUsers {
+    pub(crate) fn counts(self, c: Counts) -> Counts {
+        match self {
+            Self::AsUsers => c,
+            Self::AsVisitors => Counts {
+                users: c.users - c.hidden.min(c.users),
+                hidden: 0,
+                visitors: c.visitors + c.hidden,
+                bots: c.bots,
+            },
+        }
+    }
+
+    pub(crate) fn online(self, o: Online) -> Online {
+        match self {
+            Self::AsUsers => o,
+            Self::AsVisitors => Online {
+                user_count: o.user_count - o.hidden_count.min(o.user_count),
+                hidden_count: 0,
+                visitor_count: o.visitor_count + o.hidden_count,
+                ..o
+            },
+        }
+    }
+}
+
 /// Default cap on members per set (users, hidden users, visitors, bots).
 pub const DEFAULT_MAX_MEMBERS: usize = 1_000_000;
 
@@ -131,6 +175,8 @@ pub struct Online {
     pub users: Vec<String>,
     /// All users seen within the window, hidden ones included (not limited).
     pub user_count: u64,
+    /// Of `user_count`, how many are hidden.
+    pub hidden_count: u64,
     /// All visitors seen within the window.
     pub visitor_count: u64,
     /// All bots seen within the window.

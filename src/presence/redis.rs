@@ -622,6 +622,7 @@ impl PresenceStore for RedisPresence {
         self.observe(time);
         Ok(Counts {
             users: users + hidden,
+            hidden,
             visitors,
             bots,
         })
@@ -660,6 +661,7 @@ impl PresenceStore for RedisPresence {
         Ok(Online {
             users,
             user_count: listed + hidden,
+            hidden_count: hidden,
             visitor_count,
             bot_count,
         })
