@@ -133,7 +133,11 @@ pub enum Identity {
     User(User),
     /// Known once the response is ready: the future is polled then (so a login
     /// handler's session change already counts), and, if it cannot finish at
-    /// once, finished on a spawned task. It is never awaited on the request path.
+    /// once, finished on a spawned task, under a cap on such tasks
+    /// ([`Builder::max_identifying`](crate::Builder::max_identifying)) and a
+    /// timeout ([`Builder::identify_timeout`](crate::Builder::identify_timeout)):
+    /// beyond either, the request is not reported, only counted. It is never
+    /// awaited on the request path.
     Deferred(UserFuture),
 }
 

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, Waker};
 
 use axum_client_ip::ClientIpSource;
 use http::Request;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tower::{Layer, Service};
 
 use crate::bots::BotFilter;
@@ -28,8 +28,14 @@ pub(crate) struct Reporting {
     pub(crate) skip: Skip,
     pub(crate) counters: Arc<Counters>,
     pub(crate) drop_log: LogLimiter,
+    /// Rate limit of the warnings about timed-out or over-cap identifications.
+    pub(crate) identify_log: LogLimiter,
     /// Members handed on lately; shared with the reporter.
     pub(crate) dedupe: Arc<crate::dedupe::Dedupe>,
+    /// How long a deferred identification may run once the response is ready.
+    pub(crate) identify_timeout: std::time::Duration,
+    /// One permit per deferred identification running on a spawned task.
+    pub(crate) identifying: Arc<Semaphore>,
 }
 
 impl Reporting {
@@ -260,7 +266,10 @@ enum Pending {
 
 impl Pending {
     /// Reports once the response is ready. A user hook that cannot answer at once
-    /// is finished on a spawned task, so the response never waits for it.
+    /// is finished on a spawned task, so the response never waits for it; that
+    /// task holds one of [`max_identifying`](crate::Builder::max_identifying)
+    /// permits and lives at most
+    /// [`identify_timeout`](crate::Builder::identify_timeout).
     fn finish(self) {
         let (anon, mut user, reporting) = match self {
             Pending::Anonymous { who, reporting } => return reporting.report(who),
@@ -272,13 +281,54 @@ impl Pending {
         };
         match user.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(user) => reporting.settle(user, anon),
-            Poll::Pending => match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn(async move { reporting.settle(user.await, anon) });
-                }
-                Err(_) => incr(&reporting.counters.reports_dropped),
-            },
+            Poll::Pending => reporting.identify_later(user, anon),
         }
+    }
+}
+
+impl Reporting {
+    /// Finishes a deferred identification on a spawned task, under the cap and
+    /// the timeout. Never waits: with every permit taken, or past the timeout,
+    /// the request is dropped and counted (`identify_over_cap`,
+    /// `identify_timeouts`), not guessed to be a visitor, since it may be a
+    /// logged-in user who would then count twice.
+    fn identify_later(self: Arc<Self>, user: UserFuture, anon: Anonymous) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            incr(&self.counters.reports_dropped);
+            return;
+        };
+        let Ok(permit) = Arc::clone(&self.identifying).try_acquire_owned() else {
+            incr(&self.counters.identify_over_cap);
+            if self.identify_log.allow(10) {
+                tracing::warn!(
+                    over_cap_total = self
+                        .counters
+                        .identify_over_cap
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    "whos-online: too many user identifications in flight; dropping reports"
+                );
+            }
+            return;
+        };
+        rt.spawn(async move {
+            match tokio::time::timeout(self.identify_timeout, user).await {
+                Ok(user) => self.settle(user, anon),
+                Err(_) => {
+                    incr(&self.counters.identify_timeouts);
+                    if self.identify_log.allow(10) {
+                        tracing::warn!(
+                            timeout = ?self.identify_timeout,
+                            timeouts_total = self
+                                .counters
+                                .identify_timeouts
+                                .load(std::sync::atomic::Ordering::Relaxed),
+                            "whos-online: user identification timed out; dropping reports"
+                        );
+                    }
+                }
+            }
+            drop(permit);
+        });
     }
 }
 
