@@ -466,6 +466,10 @@ impl Builder {
             self.resolution.min(self.window / 10),
             Arc::clone(&self.clock),
         ));
+        let known = crate::known::KnownUsers::new(
+            self.resolution.min(self.window / 10),
+            Arc::clone(&self.clock),
+        );
         let mut clock = self.clock;
         let mut lease = None;
         let mut wire_redis = |store: RedisPresence| -> Arc<dyn PresenceStore> {
@@ -524,6 +528,7 @@ impl Builder {
                 counters: Arc::clone(&counters),
                 drop_log: LogLimiter::default(),
                 identify_log: LogLimiter::default(),
+                known,
                 dedupe: Arc::clone(&dedupe),
                 identify_timeout: self.identify_timeout,
                 identifying: Arc::new(tokio::sync::Semaphore::new(self.max_identifying)),

@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 use crate::bots::BotFilter;
 use crate::counters::{Counters, LogLimiter, incr};
 use crate::filters::Skip;
-use crate::identity::{IdentifyUser, Identity, User, UserFuture, client_ip, group_ip};
+use crate::identity::{IdentifyUser, Identity, SessionKey, User, UserFuture, client_ip, group_ip};
 use crate::reporter::{Msg, Who};
 
 /// What every clone of the layer and its services shares.
@@ -32,6 +32,8 @@ pub(crate) struct Reporting {
     pub(crate) identify_log: LogLimiter,
     /// Members handed on lately; shared with the reporter.
     pub(crate) dedupe: Arc<crate::dedupe::Dedupe>,
+    /// Users named lately per session key.
+    pub(crate) known: crate::known::KnownUsers,
     /// How long a deferred identification may run once the response is ready.
     pub(crate) identify_timeout: std::time::Duration,
     /// One permit per deferred identification running on a spawned task.
@@ -71,6 +73,16 @@ impl Reporting {
                 }
             }
         }
+    }
+
+    /// Settles a deferred hook's answer, and remembers it under the request's
+    /// session key (a valid user; "nobody" forgets an older answer).
+    fn answered(&self, user: Option<User>, anon: Anonymous, key: Option<SessionKey>) {
+        if let Some(key) = key {
+            let user = user.as_ref().filter(|u| u.is_valid() && key.holds());
+            self.known.put(key.key, user);
+        }
+        self.settle(user, anon);
     }
 
     /// A request is a user, or else a bot, or else a visitor: never two of them.
@@ -224,7 +236,30 @@ where
         let pending = if !r.skip.is_empty() && r.skip.skips(&parts) {
             None
         } else {
-            match r.identify.identify(&parts) {
+            let key = if r.known.is_on() {
+                r.identify.session_key(&parts)
+            } else {
+                None
+            };
+            // A session seen lately is that user again: the hook is not run.
+            // With a recheck, the report waits for the response, to see whether
+            // the handler ended the session.
+            let known = key.as_ref().and_then(|k| r.known.get(k.key));
+            let (identity, key) = match (known, key) {
+                (Some(user), Some(key)) if key.recheck.is_some() => {
+                    return ResponseFuture {
+                        inner: self.inner.call(Request::from_parts(parts, body)),
+                        pending: Some(Pending::Remembered {
+                            user,
+                            key,
+                            reporting: Arc::clone(r),
+                        }),
+                    };
+                }
+                (Some(user), _) => (Identity::User(user), None),
+                (None, key) => (r.identify.identify(&parts), key),
+            };
+            match identity {
                 Identity::User(user) => {
                     r.settle_user(user);
                     None
@@ -241,6 +276,7 @@ where
                 Identity::Deferred(user) => Some(Pending::Deferred {
                     anon: r.anonymous(&parts),
                     user,
+                    key,
                     reporting: Arc::clone(r),
                 }),
             }
@@ -256,10 +292,19 @@ where
 enum Pending {
     /// A visitor or a bot, whose de-dup line is on its way into the cache.
     Anonymous { who: Who, reporting: Arc<Reporting> },
+    /// A user remembered for the request's session key, reported once the
+    /// response shows whether the key still holds.
+    Remembered {
+        user: User,
+        key: SessionKey,
+        reporting: Arc<Reporting>,
+    },
     /// A hook's deferred answer, and what the request is if it says "nobody".
     Deferred {
         anon: Anonymous,
         user: UserFuture,
+        /// The session key the answer is remembered under.
+        key: Option<SessionKey>,
         reporting: Arc<Reporting>,
     },
 }
@@ -271,17 +316,28 @@ impl Pending {
     /// permits and lives at most
     /// [`identify_timeout`](crate::Builder::identify_timeout).
     fn finish(self) {
-        let (anon, mut user, reporting) = match self {
+        let (anon, mut user, key, reporting) = match self {
             Pending::Anonymous { who, reporting } => return reporting.report(who),
+            Pending::Remembered {
+                user,
+                key,
+                reporting,
+            } => {
+                if !key.holds() {
+                    reporting.known.put(key.key, None);
+                }
+                return reporting.settle_user(user);
+            }
             Pending::Deferred {
                 anon,
                 user,
+                key,
                 reporting,
-            } => (anon, user, reporting),
+            } => (anon, user, key, reporting),
         };
         match user.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(user) => reporting.settle(user, anon),
-            Poll::Pending => reporting.identify_later(user, anon),
+            Poll::Ready(user) => reporting.answered(user, anon, key),
+            Poll::Pending => reporting.identify_later(user, anon, key),
         }
     }
 }
@@ -292,7 +348,7 @@ impl Reporting {
     /// the request is dropped and counted (`identify_over_cap`,
     /// `identify_timeouts`), not guessed to be a visitor, since it may be a
     /// logged-in user who would then count twice.
-    fn identify_later(self: Arc<Self>, user: UserFuture, anon: Anonymous) {
+    fn identify_later(self: Arc<Self>, user: UserFuture, anon: Anonymous, key: Option<SessionKey>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             incr(&self.counters.reports_dropped);
             return;
@@ -312,7 +368,7 @@ impl Reporting {
         };
         rt.spawn(async move {
             match tokio::time::timeout(self.identify_timeout, user).await {
-                Ok(user) => self.settle(user, anon),
+                Ok(user) => self.answered(user, anon, key),
                 Err(_) => {
                     incr(&self.counters.identify_timeouts);
                     if self.identify_log.allow(10) {

@@ -67,6 +67,7 @@ mod error;
 mod filters;
 mod handle;
 mod identity;
+mod known;
 mod layer;
 mod lease;
 mod metrics;
@@ -96,8 +97,8 @@ pub use dedupe::BenchDedupe;
 pub use error::{Error, Result};
 pub use handle::WhosOnline;
 pub use identity::{
-    IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers, User, UserFuture,
-    identify_fn, identify_now,
+    IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers, SessionKey, User,
+    UserFuture, identify_fn, identify_now,
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{
