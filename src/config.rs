@@ -44,6 +44,10 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default prefix length by which IPv6 visitors are grouped: a /64, what one
 /// home line or server is usually given.
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
+/// Default time a deferred user hook may take once the response is ready: 3 seconds.
+pub const DEFAULT_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default cap on deferred user hooks running at once.
+pub const DEFAULT_MAX_IDENTIFYING: usize = 1024;
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "whos_online";
 
@@ -102,6 +106,8 @@ pub struct Builder {
     shutdown_grace: Duration,
     server_time: Option<bool>,
     tick_lease: bool,
+    identify_timeout: Duration,
+    max_identifying: usize,
 }
 
 impl std::fmt::Debug for Builder {
@@ -142,6 +148,8 @@ impl Default for Builder {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             server_time: None,
             tick_lease: true,
+            identify_timeout: DEFAULT_IDENTIFY_TIMEOUT,
+            max_identifying: DEFAULT_MAX_IDENTIFYING,
         }
     }
 }
@@ -185,6 +193,27 @@ impl Builder {
     /// How logged-in users are recognised. Default: [`NoUsers`].
     pub fn identify_users(mut self, hook: impl IdentifyUser) -> Self {
         self.identify = Arc::new(hook);
+        self
+    }
+
+    /// How long a deferred user hook ([`Identity::Deferred`](crate::Identity::Deferred))
+    /// may run once the response is ready (default 3 s). Past it the hook's future
+    /// is dropped (cancelling it), and the request is not reported, only counted
+    /// (`identify_timeouts`): it may be a logged-in user, so it is not guessed to
+    /// be a visitor. The response never waits for it either way. Zero is refused
+    /// by [`build`](Self::build).
+    pub fn identify_timeout(mut self, timeout: Duration) -> Self {
+        self.identify_timeout = timeout;
+        self
+    }
+
+    /// Most deferred user hooks running at once on spawned tasks (default 1024),
+    /// so that a slow or hanging session store cannot pile up tasks and memory
+    /// without bound. When that many are running, a request whose hook cannot
+    /// answer at once is not reported, only counted (`identify_over_cap`); the
+    /// request itself goes on untouched. Zero is refused by [`build`](Self::build).
+    pub fn max_identifying(mut self, max: usize) -> Self {
+        self.max_identifying = max;
         self
     }
 
@@ -433,6 +462,12 @@ impl Builder {
         if self.queue_capacity == 0 || self.max_pending == 0 {
             return bad("queue capacity and max pending must be above zero");
         }
+        if self.identify_timeout.is_zero() {
+            return bad("identify timeout must be above zero");
+        }
+        if self.max_identifying == 0 || self.max_identifying > tokio::sync::Semaphore::MAX_PERMITS {
+            return bad("max identifying must be above zero (and below 2^61)");
+        }
         if self.cache_ttl.as_millis() == 0 {
             return bad("cache TTL must be at least one millisecond");
         }
@@ -471,6 +506,10 @@ impl Builder {
             self.resolution.min(self.window / 10),
             Arc::clone(&self.clock),
         ));
+        let known = crate::known::KnownUsers::new(
+            self.resolution.min(self.window / 10),
+            Arc::clone(&self.clock),
+        );
         let mut clock = self.clock;
         let mut lease = None;
         let mut wire_redis = |store: RedisPresence| -> Arc<dyn PresenceStore> {
@@ -528,7 +567,11 @@ impl Builder {
                 skip: self.skip,
                 counters: Arc::clone(&counters),
                 drop_log: LogLimiter::default(),
+                identify_log: LogLimiter::default(),
+                known,
                 dedupe: Arc::clone(&dedupe),
+                identify_timeout: self.identify_timeout,
+                identifying: Arc::new(tokio::sync::Semaphore::new(self.max_identifying)),
             }),
             ticker: TickerState::new(instance_id, lease),
             serve_openapi: self.serve_openapi,

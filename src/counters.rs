@@ -47,6 +47,12 @@ counters! {
     /// User names rejected as empty, too long, padded with whitespace, or holding
     /// control, format, separator or filler characters (look-alikes and blanks).
     reports_invalid,
+    /// Requests not reported because their deferred user hook did not answer
+    /// within [`identify_timeout`](crate::Builder::identify_timeout).
+    identify_timeouts,
+    /// Requests not reported because [`max_identifying`](crate::Builder::max_identifying)
+    /// deferred user hooks were already running when their response was ready.
+    identify_over_cap,
     /// Members dropped because too many were waiting while Redis was failing.
     pending_dropped,
     /// Batches written to the presence store.

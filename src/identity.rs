@@ -133,7 +133,11 @@ pub enum Identity {
     User(User),
     /// Known once the response is ready: the future is polled then (so a login
     /// handler's session change already counts), and, if it cannot finish at
-    /// once, finished on a spawned task. It is never awaited on the request path.
+    /// once, finished on a spawned task, under a cap on such tasks
+    /// ([`Builder::max_identifying`](crate::Builder::max_identifying)) and a
+    /// timeout ([`Builder::identify_timeout`](crate::Builder::identify_timeout)):
+    /// beyond either, the request is not reported, only counted. It is never
+    /// awaited on the request path.
     Deferred(UserFuture),
 }
 
@@ -164,6 +168,64 @@ impl From<Option<User>> for Identity {
 pub trait IdentifyUser: Send + Sync + 'static {
     /// Identifies the request, or starts to.
     fn identify(&self, req: &Parts) -> Identity;
+
+    /// A cheap key for who sent the request, taken before [`identify`](Self::identify)
+    /// runs: for a session-backed hook, a keyed hash of the session id (never the
+    /// raw id: the layer keeps the key). Default: `None`.
+    ///
+    /// When it gives a key, the layer remembers the user a deferred answer named
+    /// for that key for one [`resolution`](crate::Builder::resolution), and
+    /// reports further requests with the same key as that user without calling
+    /// `identify`: one session load per resolution instead of one per request.
+    /// An answer of "nobody" is not remembered. With
+    /// [`SessionKey::rechecked_by`], a key that no longer holds once the
+    /// response is ready (the handler ended or replaced the session) is
+    /// forgotten at once. The cost: a user who logs out but keeps the same key
+    /// (the session id is kept and only the name removed) still counts as the
+    /// user until the resolution has passed, as does a change of name or of
+    /// the hidden flag; a new key is always looked up afresh. Two requests with
+    /// the same key must be the same user.
+    fn session_key(&self, req: &Parts) -> Option<SessionKey> {
+        let _ = req;
+        None
+    }
+}
+
+/// What [`IdentifyUser::session_key`] gives: the key, and optionally a way to
+/// read it again once the response is ready.
+pub struct SessionKey {
+    pub(crate) key: u64,
+    pub(crate) recheck: Option<Box<dyn Fn() -> Option<u64> + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKey").finish_non_exhaustive()
+    }
+}
+
+impl SessionKey {
+    /// A key standing for who sent the request.
+    pub fn new(key: u64) -> Self {
+        Self { key, recheck: None }
+    }
+
+    /// Reads the key again once the response is ready: when the handler ended
+    /// or replaced the session (a logout, `cycle_id` at login), it differs, and
+    /// the answer remembered for the old key is forgotten at once instead of at
+    /// the end of the resolution.
+    pub fn rechecked_by(
+        mut self,
+        recheck: impl Fn() -> Option<u64> + Send + Sync + 'static,
+    ) -> Self {
+        self.recheck = Some(Box::new(recheck));
+        self
+    }
+
+    /// Whether the key still holds once the response is ready.
+    pub(crate) fn holds(&self) -> bool {
+        self.recheck.as_ref().is_none_or(|f| f() == Some(self.key))
+    }
 }
 
 /// Nobody is a user: every request counts as a visitor. The default.

@@ -8,13 +8,13 @@ use std::task::{Context, Poll, Waker};
 
 use axum_client_ip::ClientIpSource;
 use http::Request;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tower::{Layer, Service};
 
 use crate::bots::BotFilter;
 use crate::counters::{Counters, LogLimiter, incr};
 use crate::filters::Skip;
-use crate::identity::{IdentifyUser, Identity, User, UserFuture, client_ip, group_ip};
+use crate::identity::{IdentifyUser, Identity, SessionKey, User, UserFuture, client_ip, group_ip};
 use crate::reporter::{Msg, Who};
 
 /// What every clone of the layer and its services shares.
@@ -28,8 +28,16 @@ pub(crate) struct Reporting {
     pub(crate) skip: Skip,
     pub(crate) counters: Arc<Counters>,
     pub(crate) drop_log: LogLimiter,
+    /// Rate limit of the warnings about timed-out or over-cap identifications.
+    pub(crate) identify_log: LogLimiter,
     /// Members handed on lately; shared with the reporter.
     pub(crate) dedupe: Arc<crate::dedupe::Dedupe>,
+    /// Users named lately per session key.
+    pub(crate) known: crate::known::KnownUsers,
+    /// How long a deferred identification may run once the response is ready.
+    pub(crate) identify_timeout: std::time::Duration,
+    /// One permit per deferred identification running on a spawned task.
+    pub(crate) identifying: Arc<Semaphore>,
 }
 
 impl Reporting {
@@ -65,6 +73,16 @@ impl Reporting {
                 }
             }
         }
+    }
+
+    /// Settles a deferred hook's answer, and remembers it under the request's
+    /// session key (a valid user; "nobody" forgets an older answer).
+    fn answered(&self, user: Option<User>, anon: Anonymous, key: Option<SessionKey>) {
+        if let Some(key) = key {
+            let user = user.as_ref().filter(|u| u.is_valid() && key.holds());
+            self.known.put(key.key, user);
+        }
+        self.settle(user, anon);
     }
 
     /// A request is a user, or else a bot, or else a visitor: never two of them.
@@ -218,7 +236,30 @@ where
         let pending = if !r.skip.is_empty() && r.skip.skips(&parts) {
             None
         } else {
-            match r.identify.identify(&parts) {
+            let key = if r.known.is_on() {
+                r.identify.session_key(&parts)
+            } else {
+                None
+            };
+            // A session seen lately is that user again: the hook is not run.
+            // With a recheck, the report waits for the response, to see whether
+            // the handler ended the session.
+            let known = key.as_ref().and_then(|k| r.known.get(k.key));
+            let (identity, key) = match (known, key) {
+                (Some(user), Some(key)) if key.recheck.is_some() => {
+                    return ResponseFuture {
+                        inner: self.inner.call(Request::from_parts(parts, body)),
+                        pending: Some(Pending::Remembered {
+                            user,
+                            key,
+                            reporting: Arc::clone(r),
+                        }),
+                    };
+                }
+                (Some(user), _) => (Identity::User(user), None),
+                (None, key) => (r.identify.identify(&parts), key),
+            };
+            match identity {
                 Identity::User(user) => {
                     r.settle_user(user);
                     None
@@ -235,6 +276,7 @@ where
                 Identity::Deferred(user) => Some(Pending::Deferred {
                     anon: r.anonymous(&parts),
                     user,
+                    key,
                     reporting: Arc::clone(r),
                 }),
             }
@@ -250,35 +292,99 @@ where
 enum Pending {
     /// A visitor or a bot, whose de-dup line is on its way into the cache.
     Anonymous { who: Who, reporting: Arc<Reporting> },
+    /// A user remembered for the request's session key, reported once the
+    /// response shows whether the key still holds.
+    Remembered {
+        user: User,
+        key: SessionKey,
+        reporting: Arc<Reporting>,
+    },
     /// A hook's deferred answer, and what the request is if it says "nobody".
     Deferred {
         anon: Anonymous,
         user: UserFuture,
+        /// The session key the answer is remembered under.
+        key: Option<SessionKey>,
         reporting: Arc<Reporting>,
     },
 }
 
 impl Pending {
     /// Reports once the response is ready. A user hook that cannot answer at once
-    /// is finished on a spawned task, so the response never waits for it.
+    /// is finished on a spawned task, so the response never waits for it; that
+    /// task holds one of [`max_identifying`](crate::Builder::max_identifying)
+    /// permits and lives at most
+    /// [`identify_timeout`](crate::Builder::identify_timeout).
     fn finish(self) {
-        let (anon, mut user, reporting) = match self {
+        let (anon, mut user, key, reporting) = match self {
             Pending::Anonymous { who, reporting } => return reporting.report(who),
+            Pending::Remembered {
+                user,
+                key,
+                reporting,
+            } => {
+                if !key.holds() {
+                    reporting.known.put(key.key, None);
+                }
+                return reporting.settle_user(user);
+            }
             Pending::Deferred {
                 anon,
                 user,
+                key,
                 reporting,
-            } => (anon, user, reporting),
+            } => (anon, user, key, reporting),
         };
         match user.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(user) => reporting.settle(user, anon),
-            Poll::Pending => match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    rt.spawn(async move { reporting.settle(user.await, anon) });
-                }
-                Err(_) => incr(&reporting.counters.reports_dropped),
-            },
+            Poll::Ready(user) => reporting.answered(user, anon, key),
+            Poll::Pending => reporting.identify_later(user, anon, key),
         }
+    }
+}
+
+impl Reporting {
+    /// Finishes a deferred identification on a spawned task, under the cap and
+    /// the timeout. Never waits: with every permit taken, or past the timeout,
+    /// the request is dropped and counted (`identify_over_cap`,
+    /// `identify_timeouts`), not guessed to be a visitor, since it may be a
+    /// logged-in user who would then count twice.
+    fn identify_later(self: Arc<Self>, user: UserFuture, anon: Anonymous, key: Option<SessionKey>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            incr(&self.counters.reports_dropped);
+            return;
+        };
+        let Ok(permit) = Arc::clone(&self.identifying).try_acquire_owned() else {
+            incr(&self.counters.identify_over_cap);
+            if self.identify_log.allow(10) {
+                tracing::warn!(
+                    over_cap_total = self
+                        .counters
+                        .identify_over_cap
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    "whos-online: too many user identifications in flight; dropping reports"
+                );
+            }
+            return;
+        };
+        rt.spawn(async move {
+            match tokio::time::timeout(self.identify_timeout, user).await {
+                Ok(user) => self.answered(user, anon, key),
+                Err(_) => {
+                    incr(&self.counters.identify_timeouts);
+                    if self.identify_log.allow(10) {
+                        tracing::warn!(
+                            timeout = ?self.identify_timeout,
+                            timeouts_total = self
+                                .counters
+                                .identify_timeouts
+                                .load(std::sync::atomic::Ordering::Relaxed),
+                            "whos-online: user identification timed out; dropping reports"
+                        );
+                    }
+                }
+            }
+            drop(permit);
+        });
     }
 }
 

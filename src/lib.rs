@@ -67,6 +67,7 @@ mod error;
 mod filters;
 mod handle;
 mod identity;
+mod known;
 mod layer;
 mod lease;
 mod metrics;
@@ -85,9 +86,10 @@ pub use axum_login::AuthSessionUser;
 pub use bots::{BotFilter, DEFAULT_BOT_PATTERNS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_PENDING,
-    DEFAULT_PREFIX, DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW,
+    Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTIFY_TIMEOUT,
+    DEFAULT_IPV6_PREFIX, DEFAULT_MAX_IDENTIFYING, DEFAULT_MAX_PENDING, DEFAULT_PREFIX,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TICK_INTERVAL,
+    DEFAULT_WINDOW,
 };
 pub use counters::CounterSnapshot;
 #[doc(hidden)]
@@ -95,8 +97,8 @@ pub use dedupe::BenchDedupe;
 pub use error::{Error, Result};
 pub use handle::WhosOnline;
 pub use identity::{
-    IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers, User, UserFuture,
-    identify_fn, identify_now,
+    IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers, SessionKey, User,
+    UserFuture, identify_fn, identify_now,
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{

@@ -1,15 +1,28 @@
 //! The `tower-sessions` adapter: the user name is read from the session.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use http::request::Parts;
 use tower_sessions::Session;
 
-use crate::identity::{IdentifyUser, Identity, User};
+use crate::identity::{IdentifyUser, Identity, SessionKey, User};
 
 /// Reads the logged-in user's name from a [`tower_sessions::Session`], under a
 /// key of your choice. Requests without a session, or whose session has no string
 /// under the key, are visitors.
+///
+/// Reading the session loads it from the store, once the response is ready, even
+/// on routes that never touch it. The layer remembers the name found for a
+/// session id for one [`resolution`](crate::Builder::resolution) (keyed by a
+/// hash of the id, see [`IdentifyUser::session_key`]), so one client costs at
+/// most one load per resolution. A handler that ends or replaces the session
+/// ([`Session::flush`], [`Session::cycle_id`]) makes it forgotten at once; a
+/// user who logs out by only removing the name, keeping the session, may be
+/// counted as the user until the resolution has passed. Cheaper still, if
+/// an auth layer already loaded the user into a request extension, is a hook
+/// that reads it at once ([`identify_now`](crate::identify_now), or
+/// `AuthSessionUser` with the `axum-login` feature): no load at all.
 ///
 /// The [`WhosOnlineLayer`](crate::WhosOnlineLayer) must sit *inside* the
 /// `SessionManagerLayer` (added with `.layer()` before it), so the session is there.
@@ -26,6 +39,8 @@ use crate::identity::{IdentifyUser, Identity, User};
 pub struct SessionUser {
     key: Arc<str>,
     hidden_key: Option<Arc<str>>,
+    /// Keys the hash of session ids given to the layer (random per adapter).
+    ids: std::collections::hash_map::RandomState,
 }
 
 impl SessionUser {
@@ -34,6 +49,7 @@ impl SessionUser {
         Self {
             key: key.into(),
             hidden_key: None,
+            ids: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -46,6 +62,19 @@ impl SessionUser {
 }
 
 impl IdentifyUser for SessionUser {
+    /// A keyed hash (SipHash, random key) of the session id from the cookie:
+    /// a session seen within the resolution is not loaded again (see
+    /// [`IdentifyUser::session_key`]). Requests without a session cookie have none.
+    fn session_key(&self, req: &Parts) -> Option<SessionKey> {
+        let session = req.extensions.get::<Session>()?.clone();
+        let id = session.id()?;
+        let ids = self.ids.clone();
+        Some(
+            SessionKey::new(self.ids.hash_one(id.0))
+                .rechecked_by(move || session.id().map(|id| ids.hash_one(id.0))),
+        )
+    }
+
     fn identify(&self, req: &Parts) -> Identity {
         let Some(session) = req.extensions.get::<Session>().cloned() else {
             return Identity::Anonymous;

@@ -245,3 +245,143 @@ async fn session_user_reads_name_and_hidden_flag() {
         (1, 2, 0)
     );
 }
+
+/// A session store that counts its loads.
+#[derive(Debug, Clone, Default)]
+struct CountingStore {
+    inner: tower_sessions::MemoryStore,
+    loads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl tower_sessions::SessionStore for CountingStore {
+    async fn create(
+        &self,
+        record: &mut tower_sessions::session::Record,
+    ) -> tower_sessions::session_store::Result<()> {
+        self.inner.create(record).await
+    }
+    async fn save(
+        &self,
+        record: &tower_sessions::session::Record,
+    ) -> tower_sessions::session_store::Result<()> {
+        self.inner.save(record).await
+    }
+    async fn load(
+        &self,
+        id: &tower_sessions::session::Id,
+    ) -> tower_sessions::session_store::Result<Option<tower_sessions::session::Record>> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.load(id).await
+    }
+    async fn delete(
+        &self,
+        id: &tower_sessions::session::Id,
+    ) -> tower_sessions::session_store::Result<()> {
+        self.inner.delete(id).await
+    }
+}
+
+/// `SessionUser` loads a session once per resolution, not once per request:
+/// 1,000 requests of one logged-in client to a route that never touches the
+/// session cost one load (they cost 1,000 before). A new session (another
+/// login) is looked up afresh, and a session whose user logged out stops
+/// counting as that user once the resolution has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_user_loads_a_session_once_per_resolution() {
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use axum::routing::get;
+    use tower::ServiceExt;
+    use tower_sessions::{Session, SessionManagerLayer};
+
+    let site = Site::with(Stack::Memory, |b| {
+        b.identify_users(whos_online::SessionUser::new("username"))
+    })
+    .await;
+    let store = CountingStore::default();
+    let app = axum::Router::new()
+        .route(
+            "/login/{name}",
+            get(
+                |session: Session, axum::extract::Path(name): axum::extract::Path<String>| async move {
+                    session.insert("username", name).await.unwrap();
+                },
+            ),
+        )
+        .route(
+            "/logout",
+            get(|session: Session| async move {
+                session.remove::<String>("username").await.unwrap();
+            }),
+        )
+        .route(
+            "/end",
+            get(|session: Session| async move {
+                session.flush().await.unwrap();
+            }),
+        )
+        .route("/asset", get(|| async { "body{}" }))
+        .layer(site.whos.layer())
+        .layer(SessionManagerLayer::new(store.clone()));
+    let send = |uri: &str, cookie: Option<&str>| {
+        let mut req = request_from("10.0.0.1", uri);
+        if let Some(c) = cookie {
+            req.headers_mut().insert("cookie", c.parse().unwrap());
+        }
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.headers()
+                .get("set-cookie")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|c| c.split(';').next())
+                .map(str::to_owned)
+        }
+    };
+    let alice = send("/login/alice", None).await.expect("a session cookie");
+    let before = store.loads.load(SeqCst);
+    for _ in 0..1_000 {
+        send("/asset", Some(&alice)).await;
+    }
+    let loads = store.loads.load(SeqCst) - before;
+    println!("session loads per 1,000 requests of one logged-in client: {loads}");
+    assert_eq!(loads, 1);
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.online(10).await.unwrap().users, ["alice"]);
+
+    // A new session is looked up: one more load.
+    let bob = send("/login/bob", None).await.expect("a session cookie");
+    send("/asset", Some(&bob)).await;
+    send("/asset", Some(&bob)).await;
+    assert_eq!(store.loads.load(SeqCst) - before, 2);
+
+    // Alice logs out but keeps her session: within the resolution she still
+    // counts as alice (no load); after it, the session is read again and she
+    // is a visitor.
+    send("/logout", Some(&alice)).await;
+    let after_logout = store.loads.load(SeqCst);
+    send("/asset", Some(&alice)).await;
+    assert_eq!(store.loads.load(SeqCst), after_logout);
+    site.clock
+        .advance_secs(whos_online::DEFAULT_RESOLUTION.as_secs() as i64);
+    send("/asset", Some(&alice)).await;
+    assert_eq!(store.loads.load(SeqCst), after_logout + 1);
+    send("/asset", Some(&alice)).await;
+    assert_eq!(
+        store.loads.load(SeqCst),
+        after_logout + 2,
+        "nobody is not remembered"
+    );
+    site.whos.flush().await.unwrap();
+    assert_eq!(site.whos.online(10).await.unwrap().visitor_count, 1);
+
+    // Bob's session is ended by the handler: forgotten at once, so his old
+    // cookie, sent again, is read again (and is nobody's).
+    send("/asset", Some(&bob)).await;
+    let before_end = store.loads.load(SeqCst);
+    send("/end", Some(&bob)).await;
+    send("/asset", Some(&bob)).await;
+    assert_eq!(store.loads.load(SeqCst), before_end + 1);
+}

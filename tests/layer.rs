@@ -276,6 +276,62 @@ async fn a_slow_user_hook_never_delays_the_response(stack: Stack) {
     .expect("the spawned hook reports the user");
 }
 
+/// A hook that never answers (a session store that hangs) holds at most
+/// `max_identifying` tasks, each for at most `identify_timeout`: thousands of
+/// requests leave the live task count flat, every request still succeeds at
+/// once, and after the timeout the task count is back where it began. Such
+/// requests are counted, never reported (neither user nor visitor).
+async fn a_hook_that_never_answers_holds_tasks_to_the_cap(stack: Stack) {
+    const CAP: usize = 32;
+    const REQUESTS: u64 = 5_000;
+    let site = Site::with(stack, |b| {
+        b.identify_users(identify_fn(|_req| std::future::pending::<Option<User>>()))
+            .identify_timeout(Duration::from_millis(100))
+            .max_identifying(CAP)
+    })
+    .await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let app = site.app();
+    let mut peak = baseline;
+    for i in 0..REQUESTS {
+        let ip = format!("10.3.{}.{}", i / 250 % 250, i % 250);
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            app.clone().oneshot(request_from(&ip, "/")),
+        )
+        .await
+        .expect("the response never waits for the hook")
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        peak = peak.max(metrics.num_alive_tasks());
+    }
+    assert!(
+        peak <= baseline + CAP,
+        "{peak} live tasks at most, {baseline} before, cap {CAP}"
+    );
+    assert!(site.whos.counters().identify_over_cap > 0);
+    // Every identification ends by the timeout, and its task with it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = site.whos.counters();
+        let alive = metrics.num_alive_tasks();
+        if alive <= baseline && c.identify_timeouts + c.identify_over_cap == REQUESTS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{alive} live tasks, {baseline} before; {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    site.whos.flush().await.unwrap();
+    let c = site.whos.counters();
+    assert_eq!((c.reports_queued, c.reports_dropped), (0, 0));
+    let online = site.whos.online(10).await.unwrap();
+    assert_eq!((online.user_count, online.visitor_count), (0, 0));
+}
+
 async fn shutdown_writes_everything_queued(stack: Stack) {
     let site = Site::with(stack, |b| b.flush_interval(Duration::from_secs(3600))).await;
     for i in 0..200 {
@@ -304,8 +360,49 @@ on_both_stacks!(
     bad_user_names_are_dropped_and_counted,
     no_address_and_no_user_is_counted_not_failed,
     a_slow_user_hook_never_delays_the_response,
+    a_hook_that_never_answers_holds_tasks_to_the_cap,
     shutdown_writes_everything_queued,
 );
+
+/// With `max_identifying` hooks running, the next request whose hook cannot
+/// answer at once is counted over the cap and spawns nothing; a hook that
+/// answers at once is not held back by the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identifications_beyond_the_cap_are_counted_and_spawn_nothing() {
+    let site = Site::with(Stack::Memory, |b| {
+        b.identify_users(identify_fn(|req| {
+            let quick = req
+                .headers
+                .get("x-user")
+                .map(|v| User::new(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+            async move {
+                match quick {
+                    Some(user) => Some(user),
+                    None => std::future::pending().await,
+                }
+            }
+        }))
+        .identify_timeout(Duration::from_secs(3600))
+        .max_identifying(8)
+    })
+    .await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    for i in 0..100 {
+        site.visit(&format!("10.4.0.{i}")).await;
+    }
+    assert_eq!(metrics.num_alive_tasks(), baseline + 8);
+    let c = site.whos.counters();
+    assert_eq!((c.identify_over_cap, c.identify_timeouts), (92, 0));
+    // All eight permits are taken; a hook that answers at once still counts.
+    site.visit_as("alice", "10.4.1.1").await;
+    site.whos.flush().await.unwrap();
+    let online = site.whos.online(10).await.unwrap();
+    assert_eq!(
+        (online.users, online.visitor_count),
+        (vec!["alice".to_owned()], 0)
+    );
+}
 
 /// With a named header, the stored member is the address from that header.
 #[tokio::test]
@@ -492,6 +589,11 @@ async fn bad_prefix_lengths_and_caps_are_refused() {
         (WhosOnline::builder().ipv6_prefix(0), "IPv6 prefix"),
         (WhosOnline::builder().ipv6_prefix(129), "IPv6 prefix"),
         (WhosOnline::builder().max_members(0), "max members"),
+        (
+            WhosOnline::builder().identify_timeout(Duration::ZERO),
+            "identify timeout",
+        ),
+        (WhosOnline::builder().max_identifying(0), "max identifying"),
     ] {
         let err = builder.build().unwrap_err();
         assert!(matches!(err, whos_online::Error::Config(_)), "{err:?}");
@@ -636,4 +738,68 @@ async fn shutdown_reports_what_it_could_not_write() {
     });
     site.whos.shutdown().await.unwrap();
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
+}
+
+/// Resident set size of this process, in KiB (Linux; `None` elsewhere).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The figures behind the cap: a hook that never answers, with the default
+/// timeout and cap, under `HANGING_HOOK_REQUESTS` requests (default 200 000):
+/// live tasks and RSS before, right after, and once the timeout has passed.
+/// Run alone, for figures free of other tests:
+/// `cargo test --release --test layer -- --ignored --nocapture rss_and_tasks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run alone with --ignored --nocapture"]
+async fn rss_and_tasks_stay_flat_under_a_hanging_hook() {
+    let requests: u64 = std::env::var("HANGING_HOOK_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let site = Site::with(Stack::Memory, |b| {
+        b.identify_users(identify_fn(|_req| std::future::pending::<Option<User>>()))
+    })
+    .await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let app = site.app();
+    // Warm up the allocator and the router before the baseline.
+    for i in 0..1_000u64 {
+        app.clone()
+            .oneshot(request_from(&format!("10.5.0.{}", i % 250), "/"))
+            .await
+            .unwrap();
+    }
+    let settle = whos_online::DEFAULT_IDENTIFY_TIMEOUT + Duration::from_millis(500);
+    tokio::time::sleep(settle).await;
+    let (tasks0, rss0) = (metrics.num_alive_tasks(), rss_kib().unwrap_or(0));
+    let started = std::time::Instant::now();
+    let mut peak = tasks0;
+    for i in 0..requests {
+        let ip = format!("10.6.{}.{}", i / 250 % 250, i % 250);
+        let res = app.clone().oneshot(request_from(&ip, "/")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        if i % 1_000 == 0 {
+            peak = peak.max(metrics.num_alive_tasks());
+        }
+    }
+    let elapsed = started.elapsed();
+    let (tasks1, rss1) = (metrics.num_alive_tasks(), rss_kib().unwrap_or(0));
+    tokio::time::sleep(settle).await;
+    let (tasks2, rss2) = (metrics.num_alive_tasks(), rss_kib().unwrap_or(0));
+    let c = site.whos.counters();
+    println!(
+        "{requests} requests in {elapsed:?}; live tasks {tasks0} -> peak {peak}, {tasks1} at the end, \
+         {tasks2} after the timeout; RSS {rss0} KiB -> {rss1} KiB -> {rss2} KiB; \
+         identify_over_cap {}, identify_timeouts {}",
+        c.identify_over_cap, c.identify_timeouts
+    );
+    assert!(peak <= tasks0 + whos_online::DEFAULT_MAX_IDENTIFYING);
+    assert!(tasks2 <= tasks0);
+    assert!(
+        rss1.saturating_sub(rss0) < 32 * 1024,
+        "RSS grew by more than 32 MiB"
+    );
 }
