@@ -41,12 +41,15 @@
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //!     // Visitors are keyed by the TCP peer address: serve with connect info.
 //!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-//!         .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!         .with_graceful_shutdown(whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
 //!         .await?;
 //!     whos.shutdown().await?; // writes every queued report before exit
 //!     Ok(())
 //! }
 //! ```
+//!
+//! [`shutdown_signal`] completes on Ctrl-C or, on Unix, SIGTERM (what Docker,
+//! systemd and Kubernetes send), so the same `main` stops cleanly wherever it runs.
 //!
 //! [axum]: https://docs.rs/axum
 
@@ -77,6 +80,7 @@ mod reporter;
 mod routes;
 #[cfg(feature = "tower-sessions")]
 mod session;
+mod signal;
 mod ticker;
 
 pub use axum_client_ip::ClientIpSource;
@@ -111,4 +115,5 @@ pub use routes::openapi;
 pub use routes::{DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
+pub use signal::shutdown_signal;
 pub use ticker::TickReport;
