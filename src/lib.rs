@@ -117,3 +117,10 @@ pub use routes::{DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};
 pub use session::SessionUser;
 pub use signal::shutdown_signal;
 pub use ticker::TickReport;
+
+// Every ```rust block of the README compiles as a doctest (`cargo test`), so the
+// README's snippets cannot drift from the API; `tests/readme.rs` checks that the
+// crates they use are in the README's dependency list.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_doctests {}
