@@ -32,7 +32,35 @@ fn demo_binary() -> PathBuf {
          (`cargo test` builds it, `cargo test --test deploy` alone does not)",
         demo.display()
     );
+    // A binary older than its sources would test old code.
+    let built = modified(&demo);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = vec![root.join("examples/demo.rs"), root.join("Cargo.toml")];
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                sources.push(path);
+            }
+        }
+    }
+    if let Some(newer) = sources.iter().find(|p| modified(p) > built) {
+        panic!(
+            "the demo binary {} is older than {}: run `cargo build --examples` first",
+            demo.display(),
+            newer.display()
+        );
+    }
     demo
+}
+
+fn modified(path: &std::path::Path) -> std::time::SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
 }
 
 /// A loopback port that is free now.
