@@ -123,10 +123,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
+    .with_graceful_shutdown(whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
     .await?;
-    whos.shutdown().await?;
+    whos.shutdown().await?; // writes every queued report before exit
     Ok(())
 }

@@ -201,7 +201,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 listener,
                 axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
             )
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(whos_online::shutdown_signal())
             .await?
         }
         _ => {
@@ -209,13 +209,14 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(whos_online::shutdown_signal())
             .await?
         }
     }
 
     if let Some(w) = whos {
-        w.shutdown().await.unwrap();
+        // Ctrl-C or SIGTERM stopped the server: write what is queued first.
+        let shut = w.shutdown().await;
         let c = w.counters();
         eprintln!(
             "STATS mode={:?} reports_queued={} reports_dropped={} pending_dropped={} flushes={} flush_errors={} members_written={}",
@@ -227,6 +228,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             c.flush_errors,
             c.members_written
         );
+        shut?;
     }
     if let Some(n) = naive {
         eprintln!(
@@ -236,27 +238,6 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
-}
-
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }
 
 /// The per-request design: every request waits for its own `ZADD` round trip.

@@ -458,31 +458,6 @@ mod prometheus {
     }
 }
 
-/// Resolves on Ctrl-C (and SIGTERM on Unix).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
 /// A start-up failure, shown as its plain message when `main` returns it.
 struct Fatal(String);
 
@@ -513,14 +488,14 @@ async fn main() -> Result<(), Fatal> {
         .await
         .map_err(|e| format!("BIND: cannot listen on {}: {e}", config.bind))?;
     let addr = listener.local_addr()?;
-    println!("whos-online demo: open http://{addr}/  (Ctrl-C to stop)");
+    println!("whos-online demo: open http://{addr}/  (Ctrl-C or SIGTERM to stop)");
 
     // Visitors are keyed by the TCP peer address; no proxy header is trusted.
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(whos_online::shutdown_signal())
     .await;
     // Write every queued report before exit, even if serving failed.
     let shut = whos.shutdown().await;

@@ -41,12 +41,15 @@
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //!     // Visitors are keyed by the TCP peer address: serve with connect info.
 //!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-//!         .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+//!         .with_graceful_shutdown(whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
 //!         .await?;
 //!     whos.shutdown().await?; // writes every queued report before exit
 //!     Ok(())
 //! }
 //! ```
+//!
+//! [`shutdown_signal`] completes on Ctrl-C or, on Unix, SIGTERM (what Docker,
+//! systemd and Kubernetes send), so the same `main` stops cleanly wherever it runs.
 //!
 //! [axum]: https://docs.rs/axum
 
@@ -78,6 +81,7 @@ mod reporter;
 mod routes;
 #[cfg(feature = "tower-sessions")]
 mod session;
+mod signal;
 mod ticker;
 
 pub use axum_client_ip::ClientIpSource;
@@ -113,4 +117,12 @@ pub use routes::openapi;
 pub use routes::{DEFAULT_LIMIT, DEFAULT_MAX_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
+pub use signal::shutdown_signal;
 pub use ticker::TickReport;
+
+// Every ```rust block of the README compiles as a doctest (`cargo test`), so the
+// README's snippets cannot drift from the API; `tests/readme.rs` checks that the
+// crates they use are in the README's dependency list.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_doctests {}

@@ -221,16 +221,42 @@ fn json_body(json: Bytes) -> Response {
     )
 }
 
+/// `/stats` takes no parameters: any is refused, as `/online` refuses unknown ones.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {}
+
+/// Longest query string `/stats` accepts (one of separators only, since it
+/// takes no parameters), in bytes.
+const MAX_STATS_QUERY: usize = 256;
+
+fn check_stats_query(uri: &axum::http::Uri) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    if uri.query().map_or(0, str::len) > MAX_STATS_QUERY {
+        return Err(bad(format!(
+            "bad query string: longer than {MAX_STATS_QUERY} bytes"
+        )));
+    }
+    Query::<StatsQuery>::try_from_uri(uri)
+        .map(|_| ())
+        .map_err(|e| bad(format!("bad query string: {}", e.body_text())))
+}
+
 /// The all-time record.
 #[cfg_attr(feature = "openapi", utoipa::path(
     get,
     path = "/stats",
     responses(
         (status = 200, description = "Most users and visitors ever online at once, and when", body = crate::Record),
+        (status = 400, description = "A query string (`/stats` takes no parameters)", body = ErrorBody),
         (status = 503, description = "Neither the cache nor the record store answered", body = ErrorBody),
     ),
 ))]
-async fn stats(State(fragment): State<Fragment>) -> Result<Response, ApiError> {
+async fn stats(
+    State(fragment): State<Fragment>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    check_stats_query(&uri)?;
     let record = fragment.whos.record().await.map_err(|e| {
         tracing::warn!(error = %e, "whos-online: /stats could not read the record");
         ApiError(

@@ -192,6 +192,43 @@ async fn bad_queries_are_json_400(stack: Stack) {
     assert_eq!(site.get_json(&long).await.0, StatusCode::BAD_REQUEST);
 }
 
+async fn stats_refuses_any_query_parameter(stack: Stack) {
+    let site = Site::new(stack).await;
+    let sixty_kb = "a".repeat(60 * 1024);
+    let separators = "&".repeat(60 * 1024);
+    for q in [
+        "unknown=1",
+        "limit=10",
+        "x",
+        "=",
+        "a=1&b=2",
+        "%FF=1",
+        sixty_kb.as_str(),
+        separators.as_str(),
+    ] {
+        let res = site
+            .send(request_from("10.0.0.1", &format!("/stats?{q}")))
+            .await;
+        let shown = &q[..q.len().min(20)];
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{shown}");
+        assert_eq!(res.headers()["content-type"], "application/json", "{shown}");
+        assert_eq!(res.headers()["cache-control"], "no-store", "{shown}");
+        let body = common::json(res).await;
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("bad query string")),
+            "{shown}: {body}"
+        );
+    }
+    // No query, or an empty one, is the record.
+    for uri in ["/stats", "/stats?"] {
+        let (status, body) = site.get_json(uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert_eq!(body["max_users"], 0, "{uri}");
+    }
+}
+
 async fn counts_follow_the_window_before_any_prune(stack: Stack) {
     let site = Site::new(stack).await;
     site.visit_as("alice", "10.0.0.1").await;
@@ -257,6 +294,7 @@ on_both_stacks!(
     the_limit_ceiling_is_configurable,
     repeated_reads_share_one_store_read,
     bad_queries_are_json_400,
+    stats_refuses_any_query_parameter,
     counts_follow_the_window_before_any_prune,
     stats_empty_then_recorded,
     other_methods_get_json_405,

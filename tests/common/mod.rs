@@ -55,8 +55,12 @@ pub fn prefix() -> String {
 
 const DB_TAG: &str = "whos_online_test";
 
-/// A new, empty database (not migrated). Databases of earlier runs older than an
-/// hour are dropped on the first call, so the server does not fill up.
+/// A new, empty database (not migrated), dropped when the test ends: when the
+/// test's Tokio runtime shuts down (the end of a `#[tokio::test]`, passed or
+/// failed), it drops a task that holds a [`DropDatabase`] guard, which drops the
+/// database `WITH (FORCE)`, closing what still connects to it. Databases of
+/// earlier runs older than an hour (a run that was killed) are dropped on the
+/// first call, so the server does not fill up.
 pub async fn fresh_database() -> PgPool {
     static SWEPT: OnceCell<()> = OnceCell::const_new();
     let admin = PgPool::connect(&database_url())
@@ -93,6 +97,11 @@ pub async fn fresh_database() -> PgPool {
         .await
         .expect("create test database");
     admin.close().await;
+    let guard = DropDatabase(name.clone());
+    tokio::spawn(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    });
     let mut url = url_without_db(&database_url());
     url.push('/');
     url.push_str(&name);
@@ -102,6 +111,38 @@ pub async fn fresh_database() -> PgPool {
         .connect(&url)
         .await
         .expect("connect to test database")
+}
+
+/// Drops the named test database when dropped itself. It connects on a thread
+/// of its own with its own runtime, since it may be dropped while a runtime is
+/// shutting down; failures are ignored (the next run's sweep catches those).
+pub struct DropDatabase(pub String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.0);
+        let dropper = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let drop_it = async {
+                    use sqlx::Connection;
+                    let mut conn = sqlx::PgConnection::connect(&database_url()).await.ok()?;
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute(&mut conn)
+                            .await;
+                    conn.close().await.ok()
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(10), drop_it).await;
+            });
+        });
+        let _ = dropper.join();
+    }
 }
 
 fn url_without_db(url: &str) -> String {

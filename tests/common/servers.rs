@@ -65,6 +65,33 @@ fn has_setpriv() -> bool {
     })
 }
 
+/// How to get the binaries the private servers need.
+const INSTALL_REDIS: &str = "install it (Debian/Ubuntu: `sudo apt-get install redis-server`, \
+     which brings redis-cli too; macOS: `brew install redis`) or run `.ci/run`, which \
+     installs it. The fault, chaos, cluster, deploy and pseudonym tests start private \
+     redis-server processes of their own, even when a Redis already answers at REDIS_URL";
+
+/// Panics with how to install it unless `redis-server` can be run.
+fn require_redis_server() {
+    static FOUND: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        match Command::new("redis-server")
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+        {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("`redis-server --version` failed ({s})")),
+            Err(e) => Err(format!("cannot run `redis-server` ({e})")),
+        }
+    });
+    if let Err(why) = found {
+        panic!("redis-server must be installed: {why}; {INSTALL_REDIS}");
+    }
+}
+
 /// A `redis-server` process of this test, on its own loopback port.
 pub struct RedisServer {
     port: u16,
@@ -80,6 +107,7 @@ impl RedisServer {
     }
 
     async fn start_with(cluster: bool) -> Self {
+        require_redis_server();
         for _attempt in 0..5 {
             let port = pick_port();
             let dir = std::env::temp_dir()
@@ -96,7 +124,7 @@ impl RedisServer {
             }
             // Someone took the port between the check and the bind: next one.
         }
-        panic!("could not start a private redis-server (is it installed?)");
+        panic!("could not start a private redis-server on a free port after 5 attempts");
     }
 
     /// Spawns the process on this server's port; whether it came up.
@@ -124,7 +152,9 @@ impl RedisServer {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
                 .arg(self.dir.join(format!("nodes-{port}.conf")));
         }
-        let mut child = cmd.spawn().expect("redis-server must be installed");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server must be installed ({e}); {INSTALL_REDIS}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if pings(self.port).await {
@@ -182,7 +212,7 @@ impl RedisServer {
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
             .args(args)
             .output()
-            .expect("redis-cli must be installed");
+            .unwrap_or_else(|e| panic!("redis-cli must be installed ({e}); {INSTALL_REDIS}"));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -220,7 +250,7 @@ impl RedisCluster {
             .stdin(Stdio::null())
             .output()
             .await
-            .expect("redis-cli must be installed");
+            .unwrap_or_else(|e| panic!("redis-cli must be installed ({e}); {INSTALL_REDIS}"));
         assert!(
             out.status.success(),
             "redis-cli --cluster create failed: {}{}",
