@@ -30,6 +30,8 @@
 //!         .redis(whos_online::redis_pool("redis://127.0.0.1:6379")?)
 //!         .postgres(pg)
 //!         .identify_users(SessionUser::new("username"))
+//!         // Keys visitor pseudonyms; without it, Redis readers can recover addresses.
+//!         .visitor_secret(std::env::var("WHOS_ONLINE_VISITOR_SECRET")?)
 //!         .build()?;
 //!
 //!     let app = Router::new()
