@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use axum_whos_online::{BenchDedupe, Clock, SystemClock};
 use criterion::Criterion;
-use whos_online::{BenchDedupe, Clock, SystemClock};
 
 struct Counting;
 

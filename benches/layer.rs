@@ -21,10 +21,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
+use axum_whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 use criterion::Criterion;
 use http::Request;
 use tower::{Layer, ServiceExt};
-use whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 
 const VISITORS: u64 = 10_000;
 const USERS: u64 = 1_000;
@@ -105,7 +105,7 @@ fn whos(rt: &tokio::runtime::Runtime, store: Store, resolution: Option<Duration>
         b = b.resolution(r);
     }
     if let Store::Redis = store {
-        b = b.redis(whos_online::redis_pool(&redis_url()).unwrap());
+        b = b.redis(axum_whos_online::redis_pool(&redis_url()).unwrap());
     }
     b.build().unwrap()
 }
@@ -116,7 +116,7 @@ fn redis_url() -> String {
 
 fn redis_up(rt: &tokio::runtime::Runtime) -> bool {
     rt.block_on(async {
-        let Ok(pool) = whos_online::redis_pool(&redis_url()) else {
+        let Ok(pool) = axum_whos_online::redis_pool(&redis_url()) else {
             return false;
         };
         let Ok(mut conn) = pool.get().await else {
@@ -270,7 +270,7 @@ fn benches(c: &mut Criterion) {
             hello().layer(w.layer())
         });
         rt.block_on(async {
-            let pool = whos_online::redis_pool(&redis_url()).unwrap();
+            let pool = axum_whos_online::redis_pool(&redis_url()).unwrap();
             if let Ok(mut conn) = pool.get().await {
                 // Every key of the prefix: the sets, and whatever else it made.
                 let pattern = format!("{{whos_bench_layer_{}}}*", std::process::id());

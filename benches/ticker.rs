@@ -17,8 +17,8 @@
 
 use std::time::{Duration, Instant};
 
+use axum_whos_online::{PresenceStore, RedisPresence};
 use deadpool_redis::redis;
-use whos_online::{PresenceStore, RedisPresence};
 
 const WINDOW: i64 = 900;
 const SPREAD: i64 = 960;
@@ -109,7 +109,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let pool = whos_online::redis_pool(&url)?;
+    let pool = axum_whos_online::redis_pool(&url)?;
     let mut conn = match pool.get().await {
         Ok(c) => c,
         Err(e) => {

@@ -17,9 +17,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
 use axum_login::{AuthManagerLayerBuilder, AuthSession, AuthUser, AuthnBackend, UserId};
+use axum_whos_online::{AuthSessionUser, User, WhosOnline};
 use serde::Deserialize;
 use tower_sessions::{MemoryStore, SessionManagerLayer};
-use whos_online::{AuthSessionUser, User, WhosOnline};
 
 #[derive(Clone, Debug)]
 struct Account {
@@ -123,7 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
+    .with_graceful_shutdown(axum_whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
     .await?;
     whos.shutdown().await?; // writes every queued report before exit
     Ok(())

@@ -37,10 +37,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+use axum_whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 use deadpool_redis::redis;
 use http::HeaderName;
 use tower::Layer;
-use whos_online::{ClientIpSource, User, WhosOnline, identify_now};
 
 const USER_HEADER: HeaderName = HeaderName::from_static("x-bench-user");
 
@@ -155,7 +155,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 builder = builder.resolution(r);
             }
             let w = builder
-                .redis(whos_online::redis_pool(&redis_url)?)
+                .redis(axum_whos_online::redis_pool(&redis_url)?)
                 .prefix(&args.prefix)
                 .client_ip_source(ClientIpSource::RightmostXForwardedFor)
                 .identify_users(identify_now(|req| {
@@ -175,7 +175,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         Mode::Naive => {
             let state = Arc::new(Naive {
-                pool: whos_online::redis_pool(&redis_url)?,
+                pool: axum_whos_online::redis_pool(&redis_url)?,
                 users: format!("{{{}}}:users", args.prefix),
                 visitors: format!("{{{}}}:visitors", args.prefix),
                 written: AtomicU64::new(0),
@@ -201,7 +201,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 listener,
                 axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
             )
-            .with_graceful_shutdown(whos_online::shutdown_signal())
+            .with_graceful_shutdown(axum_whos_online::shutdown_signal())
             .await?
         }
         _ => {
@@ -209,7 +209,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
-            .with_graceful_shutdown(whos_online::shutdown_signal())
+            .with_graceful_shutdown(axum_whos_online::shutdown_signal())
             .await?
         }
     }
@@ -258,7 +258,7 @@ async fn zadd_per_request(State(s): State<Arc<Naive>>, req: Request, next: Next)
         .get(&USER_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(User::new)
-        .filter(|u| !u.name().is_empty() && u.name().len() <= whos_online::MAX_USER_NAME_LEN);
+        .filter(|u| !u.name().is_empty() && u.name().len() <= axum_whos_online::MAX_USER_NAME_LEN);
     let seen = match user {
         Some(u) => Some((&s.users, u.name().to_owned())),
         None => client_ip::rightmost_x_forwarded_for(req.headers())

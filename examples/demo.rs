@@ -35,11 +35,11 @@ use axum::extract::rejection::FormRejection;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum_whos_online::{ClientIpSource, Online, Record, SessionUser, WhosOnline};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::postgres::PgPoolOptions;
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
-use whos_online::{ClientIpSource, Online, Record, SessionUser, WhosOnline};
 
 /// The session key holding the logged-in user's name.
 pub const USERNAME_KEY: &str = "username";
@@ -80,9 +80,9 @@ impl Default for DemoConfig {
             bind: "127.0.0.1:3000".to_owned(),
             redis_url: None,
             database_url: None,
-            window: whos_online::DEFAULT_WINDOW,
-            tick_interval: whos_online::DEFAULT_TICK_INTERVAL,
-            prefix: whos_online::DEFAULT_PREFIX.to_owned(),
+            window: axum_whos_online::DEFAULT_WINDOW,
+            tick_interval: axum_whos_online::DEFAULT_TICK_INTERVAL,
+            prefix: axum_whos_online::DEFAULT_PREFIX.to_owned(),
             client_ip_source: ClientIpSource::ConnectInfo,
             visitor_secret: None,
         }
@@ -157,7 +157,7 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
         builder = builder.skip_path_prefix("/metrics"); // scrapes are not visitors
     }
     if let Some(url) = &config.redis_url {
-        let pool = whos_online::redis_pool(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+        let pool = axum_whos_online::redis_pool(url).map_err(|e| format!("REDIS_URL: {e}"))?;
         builder = builder.redis(pool);
     }
     if let Some(url) = &config.database_url {
@@ -167,7 +167,7 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
             .connect(url)
             .await
             .map_err(|e| format!("DATABASE_URL: cannot connect to Postgres: {e}"))?;
-        whos_online::migrate(&pool)
+        axum_whos_online::migrate(&pool)
             .await
             .map_err(|e| format!("DATABASE_URL: migrations failed: {e}"))?;
         builder = builder.postgres(pool);
@@ -495,7 +495,7 @@ async fn main() -> Result<(), Fatal> {
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(whos_online::shutdown_signal())
+    .with_graceful_shutdown(axum_whos_online::shutdown_signal())
     .await;
     // Write every queued report before exit, even if serving failed.
     let shut = whos.shutdown().await;

@@ -68,7 +68,7 @@ const MAX_AGENT_BYTES: usize = 512;
 /// Requests without a `User-Agent` are not bots (many privacy tools strip it).
 ///
 /// ```
-/// use whos_online::BotFilter;
+/// use axum_whos_online::BotFilter;
 /// let bots = BotFilter::default().with_pattern("my-monitor");
 /// assert!(bots.is_bot("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"));
 /// assert!(bots.is_bot("my-monitor v2"));

@@ -46,7 +46,7 @@ impl Clock for SystemClock {
 /// A clock that only moves when told to; clones share one time.
 ///
 /// ```
-/// use whos_online::{Clock, ManualClock};
+/// use axum_whos_online::{Clock, ManualClock};
 /// let clock = ManualClock::at_unix(1_000);
 /// clock.advance_secs(60);
 /// assert_eq!(clock.unix_secs(), 1_060);

@@ -68,11 +68,11 @@ enum RecordChoice {
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use whos_online::WhosOnline;
+/// use axum_whos_online::WhosOnline;
 /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let redis = whos_online::redis_pool("redis://127.0.0.1:6379")?;
+/// let redis = axum_whos_online::redis_pool("redis://127.0.0.1:6379")?;
 /// let pg = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/postgres").await?;
-/// whos_online::migrate(&pg).await?;
+/// axum_whos_online::migrate(&pg).await?;
 /// let whos = WhosOnline::builder()
 ///     .redis(redis)
 ///     .postgres(pg)
@@ -265,7 +265,7 @@ impl Builder {
     /// Does not report requests for which `predicate` holds. May be repeated.
     ///
     /// ```
-    /// use whos_online::WhosOnline;
+    /// use axum_whos_online::WhosOnline;
     /// // Leave out health checks and the polling of the fragment itself.
     /// let builder = WhosOnline::builder()
     ///     .skip_path_prefix("/healthz")

@@ -58,8 +58,8 @@ impl Shared {
 /// The background reporter and ticker run until [`shutdown`](Self::shutdown).
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
-/// let whos = whos_online::WhosOnline::builder().build()?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+/// let whos = axum_whos_online::WhosOnline::builder().build()?;
 /// let online = whos.online(100).await?;
 /// assert_eq!(online.user_count, 0);
 /// assert_eq!(whos.record().await?.max_users, 0);
@@ -95,7 +95,7 @@ impl WhosOnline {
     /// use axum::{Router, extract::Request, routing::get};
     /// use tower::Layer;
     /// use tower_sessions::{MemoryStore, SessionManagerLayer};
-    /// use whos_online::{SessionUser, WhosOnline};
+    /// use axum_whos_online::{SessionUser, WhosOnline};
     ///
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let whos = WhosOnline::builder()
@@ -138,8 +138,8 @@ impl WhosOnline {
     /// sorted by name; hidden users never appear).
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
-    /// # let whos = whos_online::WhosOnline::builder().build()?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// # let whos = axum_whos_online::WhosOnline::builder().build()?;
     /// for name in whos.users_online(50).await? {
     ///     println!("{name}");
     /// }
@@ -157,8 +157,8 @@ impl WhosOnline {
     /// How many anonymous visitors are online now.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
-    /// # let whos = whos_online::WhosOnline::builder().build()?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// # let whos = axum_whos_online::WhosOnline::builder().build()?;
     /// let guests = whos.visitor_count().await?;
     /// println!("{guests} guests");
     /// # whos.shutdown().await?; Ok(()) }
@@ -192,9 +192,9 @@ impl WhosOnline {
     /// retried at the next ticks; only a failure of the record store is an error.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
-    /// use whos_online::RecordReset;
-    /// # let whos = whos_online::WhosOnline::builder().build()?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// use axum_whos_online::RecordReset;
+    /// # let whos = axum_whos_online::WhosOnline::builder().build()?;
     /// let record = whos.reset_record(RecordReset::To { users: 0, visitors: 0 }).await?;
     /// assert_eq!((record.max_users, record.generation), (0, 1));
     /// # whos.shutdown().await; Ok(()) }

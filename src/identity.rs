@@ -253,7 +253,7 @@ impl<F> std::fmt::Debug for IdentifyFn<F> {
 /// own what it uses. For a hook that knows at once, [`identify_now`] is cheaper.
 ///
 /// ```
-/// use whos_online::{identify_fn, User};
+/// use axum_whos_online::{identify_fn, User};
 /// #[derive(Clone)]
 /// struct Directory;
 /// impl Directory {
@@ -265,7 +265,7 @@ impl<F> std::fmt::Debug for IdentifyFn<F> {
 ///     let directory = directory.clone();
 ///     async move { Some(User::new(directory.name_of(token?).await?)) }
 /// });
-/// # let _ = whos_online::WhosOnline::builder().identify_users(hook);
+/// # let _ = axum_whos_online::WhosOnline::builder().identify_users(hook);
 /// ```
 pub fn identify_fn<F, Fut>(f: F) -> IdentifyFn<F>
 where
@@ -300,13 +300,13 @@ impl<F> std::fmt::Debug for IdentifyNow<F> {
 ///
 /// ```
 /// use http::HeaderName;
-/// use whos_online::{identify_now, User};
+/// use axum_whos_online::{identify_now, User};
 /// // Trust a header set by an authenticating proxy in front of the app.
 /// const X_USER: HeaderName = HeaderName::from_static("x-user");
 /// let hook = identify_now(|req| {
 ///     req.headers.get(&X_USER).and_then(|v| v.to_str().ok()).map(User::new)
 /// });
-/// # let _ = whos_online::WhosOnline::builder().identify_users(hook);
+/// # let _ = axum_whos_online::WhosOnline::builder().identify_users(hook);
 /// ```
 pub fn identify_now<F>(f: F) -> IdentifyNow<F>
 where

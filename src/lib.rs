@@ -20,14 +20,14 @@
 //! use std::net::SocketAddr;
 //! use axum::{Router, routing::get};
 //! use tower_sessions::{MemoryStore, SessionManagerLayer};
-//! use whos_online::{SessionUser, WhosOnline};
+//! use axum_whos_online::{SessionUser, WhosOnline};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let pg = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/postgres").await?;
-//!     whos_online::migrate(&pg).await?;
+//!     axum_whos_online::migrate(&pg).await?;
 //!     let whos = WhosOnline::builder()
-//!         .redis(whos_online::redis_pool("redis://127.0.0.1:6379")?)
+//!         .redis(axum_whos_online::redis_pool("redis://127.0.0.1:6379")?)
 //!         .postgres(pg)
 //!         .identify_users(SessionUser::new("username"))
 //!         // Keys visitor pseudonyms; without it, Redis readers can recover addresses.
@@ -43,7 +43,7 @@
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //!     // Visitors are keyed by the TCP peer address: serve with connect info.
 //!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-//!         .with_graceful_shutdown(whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
+//!         .with_graceful_shutdown(axum_whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
 //!         .await?;
 //!     whos.shutdown().await?; // writes every queued report before exit
 //!     Ok(())

@@ -281,8 +281,8 @@ impl WhosOnline {
     ///
     /// ```
     /// use axum::Router;
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
-    /// let whos = whos_online::WhosOnline::builder().build()?;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// let whos = axum_whos_online::WhosOnline::builder().build()?;
     /// let app: Router = Router::new().nest("/whos-online", whos.router());
     /// # whos.shutdown().await?; Ok(()) }
     /// ```

@@ -28,8 +28,8 @@ use crate::identity::{IdentifyUser, Identity, SessionKey, User};
 /// `SessionManagerLayer` (added with `.layer()` before it), so the session is there.
 ///
 /// ```
-/// use whos_online::{SessionUser, WhosOnline};
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> whos_online::Result<()> {
+/// use axum_whos_online::{SessionUser, WhosOnline};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
 /// let whos = WhosOnline::builder()
 ///     .identify_users(SessionUser::new("username"))
 ///     .build()?;

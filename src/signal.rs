@@ -11,7 +11,7 @@
 /// ```no_run
 /// use std::net::SocketAddr;
 /// use axum::{Router, routing::get};
-/// use whos_online::WhosOnline;
+/// use axum_whos_online::WhosOnline;
 ///
 /// #[tokio::main]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,7 +22,7 @@
 ///         .layer(whos.layer());
 ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 ///     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-///         .with_graceful_shutdown(whos_online::shutdown_signal())
+///         .with_graceful_shutdown(axum_whos_online::shutdown_signal())
 ///         .await?;
 ///     whos.shutdown().await?; // writes every queued report, releases the tick lease
 ///     Ok(())

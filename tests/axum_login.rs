@@ -13,11 +13,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum_login::{AuthManagerLayerBuilder, AuthSession, AuthUser, AuthnBackend, UserId};
+use axum_whos_online::{AuthSessionUser, User};
 use common::{Site, Stack, request_from};
 use serde::Deserialize;
 use tower::ServiceExt;
 use tower_sessions::{MemoryStore, SessionManagerLayer};
-use whos_online::{AuthSessionUser, User};
 
 #[derive(Clone, Debug)]
 struct Account {

@@ -46,6 +46,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum_whos_online::{WhosOnline, redis_pool};
 use common::proxy::Proxy;
 use common::servers::RedisServer;
 use deadpool_redis::redis;
@@ -53,7 +54,6 @@ use http::HeaderValue;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tower::ServiceExt;
-use whos_online::{WhosOnline, redis_pool};
 
 const INSTANCES: usize = 3;
 const USERS: usize = 30;

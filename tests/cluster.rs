@@ -6,9 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum_whos_online::{PostgresRecord, RecordStore, WhosOnline, redis_cluster_pool};
 use common::servers::RedisCluster;
 use common::{fragment, page};
-use whos_online::{PostgresRecord, RecordStore, WhosOnline, redis_cluster_pool};
 
 fn app(whos: &WhosOnline) -> Router {
     Router::new()

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use axum_whos_online::{User, identify_fn};
 use common::{Site, Stack, request_from};
-use whos_online::{User, identify_fn};
 
 async fn busy_members_are_queued_once_per_resolution(stack: Stack) {
     let site = Site::new(stack).await;
@@ -153,8 +153,8 @@ on_both_stacks!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scores_move_once_per_resolution() {
     let site = Site::new(Stack::Real).await;
-    let t0 = whos_online::Clock::unix_secs(&site.clock);
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let t0 = axum_whos_online::Clock::unix_secs(&site.clock);
+    let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let score = || {
         let pool = pool.clone();
         let key = format!("{{{}}}:users", site.prefix);

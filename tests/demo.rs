@@ -11,12 +11,12 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::response::Response;
+use axum_whos_online::{ClientIpSource, Online, WhosOnline};
 use common::Stack;
 use demo::DemoConfig;
 use http::{Method, Request, StatusCode, header};
 use sqlx::PgPool;
 use tower::ServiceExt;
-use whos_online::{ClientIpSource, Online, WhosOnline};
 
 /// The demo site under test.
 struct Demo {

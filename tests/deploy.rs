@@ -126,7 +126,7 @@ async fn redis_query<T: redis::FromRedisValue>(pool: &deadpool_redis::Pool, cmd:
 async fn demo_stops_cleanly_on_sigterm() {
     let demo = demo_binary();
     let redis_server = RedisServer::start().await;
-    let pool = whos_online::redis_pool(&redis_server.url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&redis_server.url()).unwrap();
     let prefix = common::prefix();
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let log = std::env::temp_dir().join(format!("{prefix}-demo.log"));

@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum_whos_online::{PostgresRecord, PresenceStore, RecordStore, RedisPresence, redis_pool};
 use common::proxy::Proxy;
 use common::servers::RedisServer;
 use common::{ClockExt, Site, Stack};
 use http::Request;
 use sqlx::postgres::PgPoolOptions;
 use tower::{Layer, Service, ServiceExt};
-use whos_online::{PostgresRecord, PresenceStore, RecordStore, RedisPresence, redis_pool};
 
 /// Polls `check` every 50 ms until it holds; panics after `limit`. Returns how
 /// long it took.

@@ -2,8 +2,8 @@
 
 mod common;
 
+use axum_whos_online::{BotFilter, ClientIpSource, HiddenUsers, User, identify_fn, identify_now};
 use common::{Site, Stack, request_from};
-use whos_online::{BotFilter, ClientIpSource, HiddenUsers, User, identify_fn, identify_now};
 
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0";
@@ -195,7 +195,7 @@ async fn session_user_reads_name_and_hidden_flag() {
     use tower_sessions::{MemoryStore, Session, SessionManagerLayer};
 
     let site = Site::with(Stack::Memory, |b| {
-        b.identify_users(whos_online::SessionUser::new("username").with_hidden_key("hidden"))
+        b.identify_users(axum_whos_online::SessionUser::new("username").with_hidden_key("hidden"))
     })
     .await;
     let app = axum::Router::new()
@@ -296,7 +296,7 @@ async fn session_user_loads_a_session_once_per_resolution() {
     use tower_sessions::{Session, SessionManagerLayer};
 
     let site = Site::with(Stack::Memory, |b| {
-        b.identify_users(whos_online::SessionUser::new("username"))
+        b.identify_users(axum_whos_online::SessionUser::new("username"))
     })
     .await;
     let store = CountingStore::default();
@@ -365,7 +365,7 @@ async fn session_user_loads_a_session_once_per_resolution() {
     send("/asset", Some(&alice)).await;
     assert_eq!(store.loads.load(SeqCst), after_logout);
     site.clock
-        .advance_secs(whos_online::DEFAULT_RESOLUTION.as_secs() as i64);
+        .advance_secs(axum_whos_online::DEFAULT_RESOLUTION.as_secs() as i64);
     send("/asset", Some(&alice)).await;
     assert_eq!(store.loads.load(SeqCst), after_logout + 1);
     send("/asset", Some(&alice)).await;

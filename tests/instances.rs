@@ -6,10 +6,10 @@ mod common;
 use std::time::Duration;
 
 use axum::Router;
+use axum_whos_online::{Clock, ManualClock, PostgresRecord, RecordStore, WhosOnline, redis_pool};
 use chrono::{DateTime, Utc};
 use common::{ClockExt, fragment, page};
 use deadpool_redis::redis;
-use whos_online::{Clock, ManualClock, PostgresRecord, RecordStore, WhosOnline, redis_pool};
 
 /// The host app of one instance: a page, the fragment and the layer.
 fn app(whos: &WhosOnline) -> Router {

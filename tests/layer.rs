@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Body;
+use axum_whos_online::{
+    Batch, ClientIpSource, Counts, Marked, MemoryPresence, Online, PresenceStore, Record, User,
+    WhosOnline, identify_fn,
+};
 use common::{Site, Stack, request_from};
 use http::Request;
 use tokio::sync::Notify;
 use tower::ServiceExt;
-use whos_online::{
-    Batch, ClientIpSource, Counts, Marked, MemoryPresence, Online, PresenceStore, Record, User,
-    WhosOnline, identify_fn,
-};
 
 async fn user_or_visitor_never_both(stack: Stack) {
     let site = Site::new(stack).await;
@@ -195,7 +195,7 @@ async fn a_named_proxy_header_is_used_and_bad_ones_fall_back(stack: Stack) {
 
 async fn bad_user_names_are_dropped_and_counted(stack: Stack) {
     let site = Site::new(stack).await;
-    let long = "x".repeat(whos_online::MAX_USER_NAME_LEN + 1);
+    let long = "x".repeat(axum_whos_online::MAX_USER_NAME_LEN + 1);
     for name in ["", "tab\there", long.as_str()] {
         let mut req = request_from("10.0.0.1", "/");
         req.headers_mut()
@@ -223,7 +223,7 @@ async fn bad_user_names_are_dropped_and_counted(stack: Stack) {
     assert_eq!((online.user_count, online.visitor_count), (0, 0));
     assert_eq!(site.whos.counters().reports_invalid, 3 + 5);
     // The longest allowed name goes through.
-    site.visit_as(&"y".repeat(whos_online::MAX_USER_NAME_LEN), "10.0.0.1")
+    site.visit_as(&"y".repeat(axum_whos_online::MAX_USER_NAME_LEN), "10.0.0.1")
         .await;
     site.whos.flush().await.unwrap();
     assert_eq!(site.whos.online(10).await.unwrap().user_count, 1);
@@ -444,23 +444,23 @@ struct Gated {
 
 #[async_trait]
 impl PresenceStore for GatedStore {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<Marked> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> axum_whos_online::Result<Marked> {
         if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
             self.entered.notify_one();
             self.release.notified().await;
         }
         self.inner.mark_seen(at, batch).await
     }
-    async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
+    async fn prune_and_count(&self, cutoff: i64) -> axum_whos_online::Result<Counts> {
         self.inner.prune_and_count(cutoff).await
     }
-    async fn online(&self, cutoff: i64, limit: usize) -> whos_online::Result<Online> {
+    async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
         self.inner.online(cutoff, limit).await
     }
-    async fn cached_record(&self) -> whos_online::Result<Option<Record>> {
+    async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
         self.inner.cached_record().await
     }
-    async fn cache_record(&self, record: &Record, ttl: Duration) -> whos_online::Result<()> {
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> axum_whos_online::Result<()> {
         self.inner.cache_record(record, ttl).await
     }
 }
@@ -470,11 +470,13 @@ impl PresenceStore for GatedStore {
 struct HeldWrite {
     site: Site,
     store: Arc<Gated>,
-    flushing: tokio::task::JoinHandle<whos_online::Result<()>>,
+    flushing: tokio::task::JoinHandle<axum_whos_online::Result<()>>,
 }
 
 impl HeldWrite {
-    async fn start(configure: impl FnOnce(whos_online::Builder) -> whos_online::Builder) -> Self {
+    async fn start(
+        configure: impl FnOnce(axum_whos_online::Builder) -> axum_whos_online::Builder,
+    ) -> Self {
         let store = Arc::new(Gated {
             inner: MemoryPresence::new(),
             entered: Notify::new(),
@@ -573,7 +575,7 @@ async fn redis_down_requests_still_succeed() {
     }
     let err = site.whos.flush().await.unwrap_err();
     assert!(
-        matches!(err, whos_online::Error::Unwritten { members: 200, .. }),
+        matches!(err, axum_whos_online::Error::Unwritten { members: 200, .. }),
         "{err:?}"
     );
     let c = site.whos.counters();
@@ -596,7 +598,7 @@ async fn bad_prefix_lengths_and_caps_are_refused() {
         (WhosOnline::builder().max_identifying(0), "max identifying"),
     ] {
         let err = builder.build().unwrap_err();
-        assert!(matches!(err, whos_online::Error::Config(_)), "{err:?}");
+        assert!(matches!(err, axum_whos_online::Error::Config(_)), "{err:?}");
         assert!(err.to_string().contains(words), "{err}");
     }
     for ok in [
@@ -621,32 +623,32 @@ struct FlakyStore(Arc<Flaky>);
 
 #[async_trait]
 impl PresenceStore for FlakyStore {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<Marked> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> axum_whos_online::Result<Marked> {
         self.0.writes.fetch_add(1, SeqCst);
         if self.0.failing.load(SeqCst) {
-            return Err(whos_online::Error::Timeout {
+            return Err(axum_whos_online::Error::Timeout {
                 store: "flaky",
                 timeout: Duration::ZERO,
             });
         }
         self.0.inner.mark_seen(at, batch).await
     }
-    async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
+    async fn prune_and_count(&self, cutoff: i64) -> axum_whos_online::Result<Counts> {
         self.0.inner.prune_and_count(cutoff).await
     }
-    async fn online(&self, cutoff: i64, limit: usize) -> whos_online::Result<Online> {
+    async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
         self.0.inner.online(cutoff, limit).await
     }
-    async fn cached_record(&self) -> whos_online::Result<Option<Record>> {
+    async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
         self.0.inner.cached_record().await
     }
-    async fn cache_record(&self, record: &Record, ttl: Duration) -> whos_online::Result<()> {
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> axum_whos_online::Result<()> {
         self.0.inner.cache_record(record, ttl).await
     }
 }
 
 async fn flaky_site(
-    configure: impl FnOnce(whos_online::Builder) -> whos_online::Builder,
+    configure: impl FnOnce(axum_whos_online::Builder) -> axum_whos_online::Builder,
 ) -> (Site, Arc<Flaky>) {
     let flaky = Arc::new(Flaky::default());
     flaky.failing.store(true, SeqCst);
@@ -664,7 +666,7 @@ async fn a_flush_returns_the_write_error() {
     site.visit("10.0.0.2").await;
     let err = site.whos.flush().await.unwrap_err();
     assert!(
-        matches!(err, whos_online::Error::Unwritten { members: 2, .. }),
+        matches!(err, axum_whos_online::Error::Unwritten { members: 2, .. }),
         "{err:?}"
     );
 
@@ -716,7 +718,7 @@ async fn shutdown_reports_what_it_could_not_write() {
     let started = std::time::Instant::now();
     let err = site.whos.shutdown().await.unwrap_err();
     assert!(
-        matches!(err, whos_online::Error::Unwritten { members: 4, .. }),
+        matches!(err, axum_whos_online::Error::Unwritten { members: 4, .. }),
         "{err:?}"
     );
     assert!(started.elapsed() < grace + Duration::from_secs(2));
@@ -772,7 +774,7 @@ async fn rss_and_tasks_stay_flat_under_a_hanging_hook() {
             .await
             .unwrap();
     }
-    let settle = whos_online::DEFAULT_IDENTIFY_TIMEOUT + Duration::from_millis(500);
+    let settle = axum_whos_online::DEFAULT_IDENTIFY_TIMEOUT + Duration::from_millis(500);
     tokio::time::sleep(settle).await;
     let (tasks0, rss0) = (metrics.num_alive_tasks(), rss_kib().unwrap_or(0));
     let started = std::time::Instant::now();
@@ -796,7 +798,7 @@ async fn rss_and_tasks_stay_flat_under_a_hanging_hook() {
          identify_over_cap {}, identify_timeouts {}",
         c.identify_over_cap, c.identify_timeouts
     );
-    assert!(peak <= tasks0 + whos_online::DEFAULT_MAX_IDENTIFYING);
+    assert!(peak <= tasks0 + axum_whos_online::DEFAULT_MAX_IDENTIFYING);
     assert!(tasks2 <= tasks0);
     assert!(
         rss1.saturating_sub(rss0) < 32 * 1024,

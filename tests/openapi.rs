@@ -43,7 +43,10 @@ async fn served_responses_match_the_document(stack: Stack) {
     let (status, doc) = site.get_json("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    assert_eq!(doc, serde_json::to_value(whos_online::openapi()).unwrap());
+    assert_eq!(
+        doc,
+        serde_json::to_value(axum_whos_online::openapi()).unwrap()
+    );
 
     // Empty record (null dates), then a full one.
     let (_, stats) = site.get_json("/stats").await;

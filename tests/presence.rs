@@ -5,9 +5,9 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum_whos_online::{Batch, DaySecret, MemoryPresence, PresenceStore, Record, RedisPresence};
 use chrono::DateTime;
 use common::Stack;
-use whos_online::{Batch, DaySecret, MemoryPresence, PresenceStore, Record, RedisPresence};
 
 const T: i64 = 1_764_000_000;
 
@@ -230,7 +230,7 @@ async fn a_lost_day_secret_takes_its_members_along() {
         .unwrap();
     assert_eq!(p.online(0, 10).await.unwrap().visitor_count, 3);
 
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let mut conn = pool.get().await.unwrap();
     let key = format!("{{{prefix}}}:visitor-key:2026-11-26");
     let _: () = deadpool_redis::redis::cmd("DEL")
@@ -427,7 +427,7 @@ on_both_stacks!(
 /// merged with as before, replaced by a reset.
 #[tokio::test]
 async fn a_cache_hash_without_a_generation_is_generation_0() {
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let p = RedisPresence::new(pool.clone(), &common::prefix());
     let mut conn = pool.get().await.unwrap();
     let () = deadpool_redis::redis::cmd("HSET")
@@ -464,7 +464,7 @@ async fn a_cache_hash_without_a_generation_is_generation_0() {
 /// share a slot.
 #[test]
 fn redis_keys_carry_a_hash_tag() {
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let p = RedisPresence::new(pool, "site");
     assert_eq!(p.users_key(), "{site}:users");
     assert_eq!(p.visitors_key(), "{site}:visitors");

@@ -3,10 +3,10 @@
 
 mod common;
 
+use axum_whos_online::WhosOnline;
 use common::{Site, Stack};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use whos_online::WhosOnline;
 
 fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
@@ -61,7 +61,7 @@ async fn a_configured_secret_gives_the_documented_pseudonym() {
         [expected]
     );
     // No key material in Redis: the day key comes from the secret alone.
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let mut conn = pool.get().await.unwrap();
     let keys: Vec<String> = deadpool_redis::redis::cmd("KEYS")
         .arg(format!("{{{}}}:visitor-key*", site.prefix))
@@ -79,10 +79,11 @@ async fn instances_share_the_day_key() {
     let prefix = a.prefix.clone();
     let b = Site::with(Stack::Real, move |b| {
         b.prefix(prefix)
-            .redis(whos_online::redis_pool(&common::redis_url()).unwrap())
+            .redis(axum_whos_online::redis_pool(&common::redis_url()).unwrap())
     })
     .await;
-    b.clock.set_unix(whos_online::Clock::unix_secs(&a.clock));
+    b.clock
+        .set_unix(axum_whos_online::Clock::unix_secs(&a.clock));
     a.visit("198.51.100.4").await;
     b.visit("198.51.100.4").await;
     a.whos.flush().await.unwrap();
@@ -152,7 +153,7 @@ fn logs_of(f: impl FnOnce()) -> String {
 /// the in-memory store, it says nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_without_a_visitor_secret_warns_at_start() {
-    let redis = || whos_online::redis_pool(&common::redis_url()).unwrap();
+    let redis = || axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let mut built = Vec::new();
     let warned = logs_of(|| built.push(WhosOnline::builder().redis(redis()).build().unwrap()));
     assert!(warned.contains("WARN"), "{warned}");

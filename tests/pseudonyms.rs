@@ -9,10 +9,10 @@
 mod common;
 
 use axum::body::Body;
+use axum_whos_online::{ManualClock, WhosOnline, redis_pool};
 use common::servers::RedisServer;
 use common::{ClockExt, Site, Stack, request_from};
 use http::Request;
-use whos_online::{ManualClock, WhosOnline, redis_pool};
 
 const USERS: [&str; 3] = ["ann", "bob", "cy"];
 const VISITORS: [&str; 5] = [
@@ -66,7 +66,7 @@ async fn everyone(whos: &WhosOnline, visitors: &[&str]) {
     whos.flush().await.unwrap();
 }
 
-fn counts(o: &whos_online::Online) -> (u64, u64, u64) {
+fn counts(o: &axum_whos_online::Online) -> (u64, u64, u64) {
     (o.user_count, o.visitor_count, o.bot_count)
 }
 

@@ -4,9 +4,9 @@ mod common;
 
 use std::sync::Arc;
 
+use axum_whos_online::{Error, MemoryRecord, PostgresRecord, Record, RecordStore};
 use chrono::{DateTime, Utc};
 use common::Stack;
-use whos_online::{Error, MemoryRecord, PostgresRecord, Record, RecordStore};
 
 const T: i64 = 1_764_000_000;
 
@@ -240,7 +240,7 @@ async fn migrations_coexist_with_the_host_apps_sqlx_migrations() {
     let starts: Vec<_> = (0..4)
         .map(|_| {
             let pool = pool.clone();
-            tokio::spawn(async move { whos_online::migrate(&pool).await })
+            tokio::spawn(async move { axum_whos_online::migrate(&pool).await })
         })
         .collect();
     for s in starts {
@@ -260,7 +260,7 @@ async fn migrations_coexist_with_the_host_apps_sqlx_migrations() {
         .run(&pool)
         .await
         .unwrap();
-    whos_online::migrate(&pool).await.unwrap();
+    axum_whos_online::migrate(&pool).await.unwrap();
 
     let host: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&pool)
@@ -271,7 +271,7 @@ async fn migrations_coexist_with_the_host_apps_sqlx_migrations() {
         .await
         .unwrap();
     assert_eq!(host, 2);
-    assert_eq!(ours, whos_online::MIGRATIONS.len() as i64);
+    assert_eq!(ours, axum_whos_online::MIGRATIONS.len() as i64);
     let r = PostgresRecord::new(pool.clone()).load().await.unwrap();
     assert_eq!(r, Record::default());
     std::fs::remove_dir_all(&dir).ok();
@@ -293,7 +293,7 @@ async fn migrating_an_existing_record_keeps_it_at_generation_0() {
     .execute(&pool)
     .await
     .unwrap();
-    let (version, name, sql) = whos_online::MIGRATIONS[0];
+    let (version, name, sql) = axum_whos_online::MIGRATIONS[0];
     assert_eq!(version, 1);
     sqlx::raw_sql(sql).execute(&pool).await.unwrap();
     sqlx::query("INSERT INTO whos_online_migrations (version, name) VALUES ($1, $2)")
@@ -313,7 +313,7 @@ async fn migrating_an_existing_record_keeps_it_at_generation_0() {
     // Before the migration the new code cannot read the row (no column yet).
     assert!(PostgresRecord::new(pool.clone()).load().await.is_err());
 
-    whos_online::migrate(&pool).await.unwrap();
+    axum_whos_online::migrate(&pool).await.unwrap();
     let s = PostgresRecord::new(pool.clone());
     let r = s.load().await.unwrap();
     assert_eq!(
@@ -333,7 +333,7 @@ async fn migrating_an_existing_record_keeps_it_at_generation_0() {
             .unwrap();
     assert_eq!(applied, [1, 2]);
     // Idempotent, and the record works as any other.
-    whos_online::migrate(&pool).await.unwrap();
+    axum_whos_online::migrate(&pool).await.unwrap();
     assert_eq!(
         s.raise(&Record::seen(54, 0, at(T + 1)))
             .await

@@ -2,13 +2,13 @@
 
 mod common;
 
-use common::{Site, Stack, request_from};
-use http::StatusCode;
-use serde_json::json;
-use whos_online::{
+use axum_whos_online::{
     Batch, Counts, Marked, Online, PostgresRecord, PresenceStore, Record, RecordStore,
     RedisPresence,
 };
+use common::{Site, Stack, request_from};
+use http::StatusCode;
+use serde_json::json;
 
 async fn online_shape_and_sorting(stack: Stack) {
     let site = Site::new(stack).await;
@@ -79,7 +79,7 @@ async fn the_limit_ceiling_is_configurable(stack: Stack) {
 
     for bad in [0, 10_001] {
         assert!(
-            whos_online::WhosOnline::builder()
+            axum_whos_online::WhosOnline::builder()
                 .max_limit(bad)
                 .build()
                 .is_err()
@@ -97,7 +97,7 @@ async fn repeated_reads_share_one_store_read(stack: Stack) {
             Stack::Real => std::sync::Arc::new(
                 RedisPresence::from_url(&common::redis_url(), &common::prefix()).unwrap(),
             ),
-            Stack::Memory => std::sync::Arc::new(whos_online::MemoryPresence::new()),
+            Stack::Memory => std::sync::Arc::new(axum_whos_online::MemoryPresence::new()),
         };
         b.presence_store(CountingReads {
             inner,
@@ -142,27 +142,27 @@ struct CountingReads {
 
 #[async_trait::async_trait]
 impl PresenceStore for CountingReads {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<Marked> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> axum_whos_online::Result<Marked> {
         self.inner.mark_seen(at, batch).await
     }
-    async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
+    async fn prune_and_count(&self, cutoff: i64) -> axum_whos_online::Result<Counts> {
         self.inner.prune_and_count(cutoff).await
     }
-    async fn online(&self, cutoff: i64, limit: usize) -> whos_online::Result<Online> {
+    async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.online(cutoff, limit).await
     }
-    async fn cached_record(&self) -> whos_online::Result<Option<Record>> {
+    async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
         self.inner.cached_record().await
     }
     async fn cache_record(
         &self,
         record: &Record,
         ttl: std::time::Duration,
-    ) -> whos_online::Result<()> {
+    ) -> axum_whos_online::Result<()> {
         self.inner.cache_record(record, ttl).await
     }
-    async fn day_secret(&self, day: &str) -> whos_online::Result<Option<String>> {
+    async fn day_secret(&self, day: &str) -> axum_whos_online::Result<Option<String>> {
         self.inner.day_secret(day).await
     }
 }
@@ -357,7 +357,7 @@ async fn stats_refill_the_cache_from_postgres() {
         .await
         .unwrap();
     let key = format!("{{{}}}:record", site.prefix);
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let mut conn = pool.get().await.unwrap();
     let exists: bool = deadpool_redis::redis::cmd("EXISTS")
         .arg(&key)

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::proxy::Proxy;
-use common::{ClockExt, Site, Stack};
-use whos_online::{
+use axum_whos_online::{
     Batch, Counts, Error, Marked, MemoryPresence, Online, PostgresRecord, PresenceStore, Record,
     RecordReset, RecordStore, RedisPresence, WhosOnline,
 };
+use common::proxy::Proxy;
+use common::{ClockExt, Site, Stack};
 
 async fn tick_prunes_counts_and_raises(stack: Stack) {
     let site = Site::new(stack).await;
@@ -295,22 +295,22 @@ struct FlakyCache {
 
 #[async_trait]
 impl PresenceStore for FlakyCache {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> whos_online::Result<Marked> {
+    async fn mark_seen(&self, at: i64, batch: &Batch) -> axum_whos_online::Result<Marked> {
         self.inner.mark_seen(at, batch).await
     }
-    async fn day_secret(&self, day: &str) -> whos_online::Result<Option<String>> {
+    async fn day_secret(&self, day: &str) -> axum_whos_online::Result<Option<String>> {
         self.inner.day_secret(day).await
     }
-    async fn prune_and_count(&self, cutoff: i64) -> whos_online::Result<Counts> {
+    async fn prune_and_count(&self, cutoff: i64) -> axum_whos_online::Result<Counts> {
         self.inner.prune_and_count(cutoff).await
     }
-    async fn online(&self, cutoff: i64, limit: usize) -> whos_online::Result<Online> {
+    async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
         self.inner.online(cutoff, limit).await
     }
-    async fn cached_record(&self) -> whos_online::Result<Option<Record>> {
+    async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
         self.inner.cached_record().await
     }
-    async fn cache_record(&self, record: &Record, ttl: Duration) -> whos_online::Result<()> {
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> axum_whos_online::Result<()> {
         let fail = self
             .failing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -331,7 +331,7 @@ async fn flaky_site(stack: Stack) -> (Site, Arc<dyn PresenceStore>, Arc<AtomicUs
     let prefix = common::prefix();
     let inner: Arc<dyn PresenceStore> = match stack {
         Stack::Real => Arc::new(RedisPresence::new(
-            whos_online::redis_pool(&common::redis_url()).unwrap(),
+            axum_whos_online::redis_pool(&common::redis_url()).unwrap(),
             &prefix,
         )),
         Stack::Memory => Arc::new(MemoryPresence::new()),
@@ -466,7 +466,7 @@ async fn a_hand_lowered_record_is_raised_to_the_real_peak() {
         .execute(&pg)
         .await
         .unwrap();
-    let pool = whos_online::redis_pool(&common::redis_url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let mut conn = pool.get().await.unwrap();
     let _: i64 = deadpool_redis::redis::cmd("DEL")
         .arg(format!("{{{}}}:record", site.prefix))
@@ -498,7 +498,7 @@ async fn a_reset_on_one_instance_drops_the_floor_of_another() {
         builder
             .prefix(&a.prefix)
             .postgres(pg.clone())
-            .redis(whos_online::redis_pool(&common::redis_url()).unwrap())
+            .redis(axum_whos_online::redis_pool(&common::redis_url()).unwrap())
     })
     .await;
     b.clock.set_unix(a.clock.now_for_test().timestamp());
@@ -553,7 +553,7 @@ async fn a_raise_kept_from_before_a_reset_is_not_written() {
         builder
             .prefix(&a.prefix)
             .postgres(through_proxy)
-            .redis(whos_online::redis_pool(&common::redis_url()).unwrap())
+            .redis(axum_whos_online::redis_pool(&common::redis_url()).unwrap())
     })
     .await;
     b.clock.set_unix(a.clock.now_for_test().timestamp());
@@ -616,7 +616,7 @@ async fn a_failed_cache_write_is_retried_off_the_lease() {
     let proxy = Proxy::to_port(redis_port).await;
     let instance = |url: &str, every: Duration| {
         WhosOnline::builder()
-            .redis(whos_online::redis_pool(url).unwrap())
+            .redis(axum_whos_online::redis_pool(url).unwrap())
             .postgres(pg.clone())
             .identify_users(common::header_user())
             .prefix(&prefix)
@@ -653,7 +653,7 @@ async fn a_failed_cache_write_is_retried_off_the_lease() {
         .unwrap();
     assert!(b.counters().cache_errors >= 1);
     let cache = RedisPresence::new(
-        whos_online::redis_pool(&common::redis_url()).unwrap(),
+        axum_whos_online::redis_pool(&common::redis_url()).unwrap(),
         &prefix,
     );
     assert_eq!(cache.cached_record().await.unwrap().unwrap().generation, 0);
@@ -680,7 +680,7 @@ async fn concurrent_ticks_from_two_instances_never_lower_the_record() {
         builder
             .prefix(&a.prefix)
             .postgres(pg.clone())
-            .redis(whos_online::redis_pool(&common::redis_url()).unwrap())
+            .redis(axum_whos_online::redis_pool(&common::redis_url()).unwrap())
     })
     .await;
     b.clock.set_unix(a.clock.now_for_test().timestamp());

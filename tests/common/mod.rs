@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum_whos_online::{Builder, ManualClock, WhosOnline};
 use http::Request;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::OnceCell;
-use whos_online::{Builder, ManualClock, WhosOnline};
 
 /// Where the tests find Redis.
 pub fn redis_url() -> String {
@@ -158,13 +158,13 @@ fn url_without_db(url: &str) -> String {
 /// A new, migrated database.
 pub async fn migrated_database() -> PgPool {
     let pool = fresh_database().await;
-    whos_online::migrate(&pool).await.expect("migrate");
+    axum_whos_online::migrate(&pool).await.expect("migrate");
     pool
 }
 
 /// A pool onto a Redis that is down; every command fails fast.
 pub fn dead_redis() -> deadpool_redis::Pool {
-    whos_online::redis_pool(DEAD_REDIS).unwrap()
+    axum_whos_online::redis_pool(DEAD_REDIS).unwrap()
 }
 
 /// A pool onto a Postgres that is down.
@@ -214,7 +214,7 @@ impl Site {
             let pool = migrated_database().await;
             pg = Some(pool.clone());
             builder = builder
-                .redis(whos_online::redis_pool(&redis_url()).unwrap())
+                .redis(axum_whos_online::redis_pool(&redis_url()).unwrap())
                 .postgres(pool);
         }
         let whos = configure(builder).build().expect("build");
@@ -234,29 +234,29 @@ pub trait ClockExt {
 
 impl ClockExt for ManualClock {
     fn now_for_test(&self) -> chrono::DateTime<chrono::Utc> {
-        whos_online::Clock::now(self)
+        axum_whos_online::Clock::now(self)
     }
 }
 
 /// Test identity: the `x-user` header names a logged-in user, known as the
 /// request arrives.
-pub fn header_user() -> impl whos_online::IdentifyUser {
-    whos_online::identify_now(|req| {
+pub fn header_user() -> impl axum_whos_online::IdentifyUser {
+    axum_whos_online::identify_now(|req| {
         req.headers
             .get("x-user")
-            .map(|v| whos_online::User::new(String::from_utf8_lossy(v.as_bytes())))
+            .map(|v| axum_whos_online::User::new(String::from_utf8_lossy(v.as_bytes())))
     })
 }
 
 /// The same identity through a deferred hook: the answer is a future, polled
 /// once the response is ready.
 #[allow(dead_code)]
-pub fn deferred_header_user() -> impl whos_online::IdentifyUser {
-    whos_online::identify_fn(|req| {
+pub fn deferred_header_user() -> impl axum_whos_online::IdentifyUser {
+    axum_whos_online::identify_fn(|req| {
         let user = req
             .headers
             .get("x-user")
-            .map(|v| whos_online::User::new(String::from_utf8_lossy(v.as_bytes())));
+            .map(|v| axum_whos_online::User::new(String::from_utf8_lossy(v.as_bytes())));
         async move { user }
     })
 }
@@ -323,7 +323,7 @@ pub async fn fragment(whos: &WhosOnline, uri: &str) -> serde_json::Value {
 /// The members of one of a site's sets in the shared Redis (`set` is `users`,
 /// `visitors`, ...), sorted.
 pub async fn redis_members(prefix: &str, set: &str) -> Vec<String> {
-    let pool = whos_online::redis_pool(&redis_url()).unwrap();
+    let pool = axum_whos_online::redis_pool(&redis_url()).unwrap();
     let mut conn = pool.get().await.unwrap();
     let mut members: Vec<String> = deadpool_redis::redis::cmd("ZRANGE")
         .arg(format!("{{{prefix}}}:{set}"))
