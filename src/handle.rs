@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     pub(crate) reporting: Arc<Reporting>,
     pub(crate) ticker: TickerState,
+    /// Whether the fragment serves `GET /openapi.json` (feature `openapi`).
+    #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
     pub(crate) serve_openapi: bool,
     /// The ceiling of `limit` in `GET /online`.
     pub(crate) max_limit: u32,
