@@ -606,7 +606,7 @@ impl Builder {
                 ))
             }),
         };
-        *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        *crate::sync::lock(&shared.tasks) = tasks;
         Ok(WhosOnline { shared })
     }
 }

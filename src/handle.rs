@@ -243,8 +243,7 @@ impl WhosOnline {
     /// [`Error::Unwritten`], with the number of members lost.
     pub async fn shutdown(&self) -> Result<()> {
         self.shared.cancel.cancel();
-        let tasks =
-            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks = std::mem::take(&mut *crate::sync::lock(&self.shared.tasks));
         if let Some(ticker) = tasks.ticker
             && let Err(e) = ticker.await
         {

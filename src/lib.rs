@@ -84,6 +84,7 @@ mod routes;
 #[cfg(feature = "tower-sessions")]
 mod session;
 mod signal;
+mod sync;
 mod ticker;
 
 pub use axum_client_ip::ClientIpSource;

@@ -81,7 +81,7 @@ impl Pseudonymizer {
     }
 
     fn cached(&self, day: NaiveDate) -> Option<String> {
-        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let secrets = crate::sync::lock(&self.secrets);
         secrets
             .iter()
             .flatten()
@@ -92,7 +92,7 @@ impl Pseudonymizer {
     /// Keeps `secret` as `day`'s, in place of the older of the two cached.
     /// Whether it replaced another secret for that day.
     pub(crate) fn hold(&self, day: NaiveDate, secret: String) -> bool {
-        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut secrets = crate::sync::lock(&self.secrets);
         if let Some((_, held)) = secrets.iter_mut().flatten().find(|(d, _)| *d == day) {
             let changed = *held != secret;
             *held = secret;
@@ -110,7 +110,7 @@ impl Pseudonymizer {
     /// Drops `day`'s secret: the next keying proposes a new one and takes
     /// whatever the store holds.
     pub(crate) fn forget(&self, day: NaiveDate) {
-        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut secrets = crate::sync::lock(&self.secrets);
         for slot in secrets.iter_mut() {
             if slot.as_ref().is_some_and(|(d, _)| *d == day) {
                 *slot = None;

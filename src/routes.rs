@@ -118,7 +118,7 @@ struct BodyKey {
 
 impl Fragment {
     fn cached(&self, key: &BodyKey) -> Option<Bytes> {
-        let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        let bodies = crate::sync::lock(&self.bodies);
         bodies
             .iter()
             .find(|b| b.key == *key && b.made.elapsed() < BODY_REUSE)
@@ -126,7 +126,7 @@ impl Fragment {
     }
 
     fn keep(&self, key: BodyKey, json: Bytes) {
-        let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bodies = crate::sync::lock(&self.bodies);
         bodies.retain(|b| b.made.elapsed() < BODY_REUSE && b.key.limit != key.limit);
         // A few limits at most are in use; a flood of distinct ones keeps four.
         if bodies.len() >= 4 {

@@ -18,6 +18,7 @@ use crate::handle::Shared;
 use crate::lease::TickLease;
 use crate::presence::Counts;
 use crate::record::RecordReset;
+use crate::sync::lock;
 use crate::{Error, Record, Result, WhosOnline};
 
 /// What one tick saw and did.
@@ -73,10 +74,6 @@ impl TickerState {
             ..Self::default()
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether `stored` carries a count of `candidate`, with its date: the raise

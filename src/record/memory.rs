@@ -22,11 +22,11 @@ impl MemoryRecord {
 #[async_trait]
 impl RecordStore for MemoryRecord {
     async fn load(&self) -> Result<Record> {
-        Ok(*self.record.lock().unwrap_or_else(|e| e.into_inner()))
+        Ok(*crate::sync::lock(&self.record))
     }
 
     async fn raise(&self, candidate: &Record) -> Result<Record> {
-        let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let mut record = crate::sync::lock(&self.record);
         // A candidate from before a reset is refused.
         if candidate.generation >= record.generation {
             record.raise(candidate);
@@ -35,7 +35,7 @@ impl RecordStore for MemoryRecord {
     }
 
     async fn reset(&self, to: &Record) -> Result<Record> {
-        let mut record = self.record.lock().unwrap_or_else(|e| e.into_inner());
+        let mut record = crate::sync::lock(&self.record);
         *record = record.reset_to(to)?;
         Ok(*record)
     }
