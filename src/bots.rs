@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
-use crate::dedupe::mix;
+use crate::hash::mix;
 
 use http::HeaderMap;
 use http::header::USER_AGENT;

@@ -33,7 +33,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::reporter::Who;
+use crate::hash::mix;
+use crate::who::Who;
 
 /// Entries per bucket: eight `u64` fill one cache line.
 pub(crate) const WAYS: usize = 8;
@@ -45,13 +46,6 @@ pub(crate) const CAPACITY: usize = 64 * 1024;
 const TIME_BITS: u32 = 31;
 const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
 const HIDDEN_BIT: u64 = 1 << TIME_BITS;
-
-/// The splitmix64 finaliser: a bijection of `u64` that spreads every input bit.
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// Asks the CPU to bring `bucket`'s cache line in, without waiting for it.
 ///

@@ -12,8 +12,8 @@ use crate::config::Builder;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::layer::{Reporting, WhosOnlineLayer};
 use crate::presence::{HiddenUsers, Online, PresenceStore};
+use crate::queue::Msg;
 use crate::record::RecordStore;
-use crate::reporter::Msg;
 use crate::ticker::{TickReport, TickerState};
 use crate::{Error, Record, Result};
 

@@ -15,7 +15,8 @@ use crate::bots::BotFilter;
 use crate::counters::{Counters, LogLimiter, incr};
 use crate::filters::Skip;
 use crate::identity::{IdentifyUser, Identity, SessionKey, User, UserFuture, client_ip, group_ip};
-use crate::reporter::{Msg, Who};
+use crate::queue::Msg;
+use crate::who::Who;
 
 /// What every clone of the layer and its services shares.
 pub(crate) struct Reporting {

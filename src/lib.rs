@@ -71,6 +71,7 @@ mod dedupe;
 mod error;
 mod filters;
 mod handle;
+mod hash;
 mod identity;
 mod known;
 mod layer;
@@ -78,6 +79,7 @@ mod lease;
 mod metrics;
 pub mod presence;
 mod privacy;
+mod queue;
 pub mod record;
 mod reporter;
 mod routes;
@@ -86,6 +88,7 @@ mod session;
 mod signal;
 mod sync;
 mod ticker;
+mod who;
 
 pub use axum_client_ip::ClientIpSource;
 #[cfg(feature = "axum-login")]

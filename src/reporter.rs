@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -17,25 +17,8 @@ use crate::counters::{Counters, LogLimiter, add, incr};
 use crate::dedupe::Dedupe;
 use crate::presence::{Batch, Marked, PresenceStore};
 use crate::privacy::{Members, Pseudonymizer};
-
-/// Who a request came from, as queued by the layer.
-#[derive(Debug)]
-pub(crate) enum Who {
-    User { name: String, hidden: bool },
-    Visitor(IpAddr),
-    Bot(IpAddr),
-}
-
-/// What travels on the queue: reports, and flush requests that ride behind them so
-/// a flush covers everything queued before it.
-#[derive(Debug)]
-pub(crate) enum Msg {
-    Seen(Who),
-    Flush(Ack),
-}
-
-/// Answers a flush request with the outcome of the write that covered it.
-pub(crate) type Ack = oneshot::Sender<crate::Result<()>>;
+use crate::queue::{Ack, Msg};
+use crate::who::Who;
 
 pub(crate) struct Reporter {
     /// What a write needs (each write gets its own clone); also the counters

@@ -1,0 +1,16 @@
+//! The queue between the layer and the reporter: what travels on it.
+
+use tokio::sync::oneshot;
+
+use crate::who::Who;
+
+/// What travels on the queue: reports, and flush requests that ride behind them so
+/// a flush covers everything queued before it.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Seen(Who),
+    Flush(Ack),
+}
+
+/// Answers a flush request with the outcome of the write that covered it.
+pub(crate) type Ack = oneshot::Sender<crate::Result<()>>;
