@@ -16,15 +16,21 @@
 use std::time::Duration;
 
 use crate::CounterSnapshot;
-use crate::ticker::TickReport;
+use crate::presence::Counts;
+use crate::record::Record;
 
 #[cfg(feature = "metrics")]
-pub(crate) fn tick(report: &TickReport, elapsed: Duration, counters: &CounterSnapshot) {
-    metrics::gauge!("whos_online_users").set(report.counts.users as f64);
-    metrics::gauge!("whos_online_visitors").set(report.counts.visitors as f64);
-    metrics::gauge!("whos_online_bots").set(report.counts.bots as f64);
-    metrics::gauge!("whos_online_max_users").set(report.record.max_users as f64);
-    metrics::gauge!("whos_online_max_visitors").set(report.record.max_visitors as f64);
+pub(crate) fn tick(
+    counts: &Counts,
+    record: &Record,
+    elapsed: Duration,
+    counters: &CounterSnapshot,
+) {
+    metrics::gauge!("whos_online_users").set(counts.users as f64);
+    metrics::gauge!("whos_online_visitors").set(counts.visitors as f64);
+    metrics::gauge!("whos_online_bots").set(counts.bots as f64);
+    metrics::gauge!("whos_online_max_users").set(record.max_users as f64);
+    metrics::gauge!("whos_online_max_visitors").set(record.max_visitors as f64);
     metrics::histogram!("whos_online_tick_seconds").record(elapsed.as_secs_f64());
     publish(counters);
 }
@@ -43,7 +49,7 @@ fn publish(c: &CounterSnapshot) {
 }
 
 #[cfg(not(feature = "metrics"))]
-pub(crate) fn tick(_: &TickReport, _: Duration, _: &CounterSnapshot) {}
+pub(crate) fn tick(_: &Counts, _: &Record, _: Duration, _: &CounterSnapshot) {}
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn flush(_: Duration, _: &CounterSnapshot) {}

@@ -177,7 +177,12 @@ impl Shared {
             raised,
             raise_pending: lock(&state.pending).is_some(),
         };
-        crate::metrics::tick(&report, started.elapsed(), &self.counters.snapshot());
+        crate::metrics::tick(
+            &report.counts,
+            &report.record,
+            started.elapsed(),
+            &self.counters.snapshot(),
+        );
         Ok(report)
     }
 
