@@ -22,7 +22,7 @@ use crate::presence::{
 use crate::privacy::{Pseudonymizer, VisitorIds};
 use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
 use crate::reporter::{Reporter, Waiting, Writer};
-use crate::ticker::TickerState;
+use crate::ticker::{Ticker, TickerState};
 use crate::{Error, Result};
 
 /// Default window: 15 minutes.
@@ -551,12 +551,20 @@ impl Builder {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let cancel = CancellationToken::new();
-        let shared = Arc::new(Shared {
+        let ticker = Arc::new(Ticker {
             presence: Arc::clone(&presence),
             record,
             clock: Arc::clone(&clock),
             window: self.window,
             cache_ttl: self.cache_ttl,
+            counters: Arc::clone(&counters),
+            hidden_users: self.hidden_users,
+            state: TickerState::new(instance_id, lease),
+        });
+        let shared = Arc::new(Shared {
+            presence: Arc::clone(&presence),
+            clock: Arc::clone(&clock),
+            window: self.window,
             counters: Arc::clone(&counters),
             reporting: Arc::new(Reporting {
                 tx,
@@ -573,7 +581,7 @@ impl Builder {
                 identify_timeout: self.identify_timeout,
                 identifying: Arc::new(tokio::sync::Semaphore::new(self.max_identifying)),
             }),
-            ticker: TickerState::new(instance_id, lease),
+            ticker: Arc::clone(&ticker),
             serve_openapi: self.serve_openapi,
             max_limit: self.max_limit,
             hidden_users: self.hidden_users,
@@ -600,7 +608,7 @@ impl Builder {
             reporter: Some(runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))),
             ticker: self.background_ticker.then(|| {
                 runtime.spawn(crate::ticker::run(
-                    Arc::downgrade(&shared),
+                    Arc::downgrade(&ticker),
                     self.tick_interval,
                     cancel,
                 ))

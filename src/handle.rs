@@ -13,19 +13,17 @@ use crate::counters::{CounterSnapshot, Counters};
 use crate::layer::{Reporting, WhosOnlineLayer};
 use crate::presence::{HiddenUsers, Online, PresenceStore};
 use crate::queue::Msg;
-use crate::record::RecordStore;
-use crate::ticker::{TickReport, TickerState};
+use crate::ticker::{TickReport, Ticker};
 use crate::{Error, Record, Result};
 
 pub(crate) struct Shared {
     pub(crate) presence: Arc<dyn PresenceStore>,
-    pub(crate) record: Arc<dyn RecordStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) window: Duration,
-    pub(crate) cache_ttl: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) reporting: Arc<Reporting>,
-    pub(crate) ticker: TickerState,
+    /// Prunes, counts and raises the record; shared with its background task.
+    pub(crate) ticker: Arc<Ticker>,
     /// Whether the fragment serves `GET /openapi.json` (feature `openapi`).
     #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
     pub(crate) serve_openapi: bool,
@@ -177,7 +175,7 @@ impl WhosOnline {
     /// The all-time record: from the Redis cache, else from the record store (the
     /// cache is then refilled). Errors only when neither store answers.
     pub async fn record(&self) -> Result<Record> {
-        self.shared.current_record().await
+        self.shared.ticker.current_record().await
     }
 
     /// Lowers the all-time record, for an admin tool repairing a wrong one (a
@@ -202,13 +200,13 @@ impl WhosOnline {
     /// # whos.shutdown().await; Ok(()) }
     /// ```
     pub async fn reset_record(&self, to: crate::RecordReset) -> Result<Record> {
-        self.shared.reset_record(to).await
+        self.shared.ticker.reset_record(to).await
     }
 
     /// Runs one tick now (prune, count, raise the record), whatever the interval.
     /// For tests and admin tools; ticks of one instance never overlap.
     pub async fn tick_now(&self) -> Result<TickReport> {
-        self.shared.tick().await
+        self.shared.ticker.tick().await
     }
 
     /// Writes every report queued so far to the presence store, and waits for it.
@@ -256,5 +254,18 @@ impl WhosOnline {
                 Error::Task(e.to_string())
             })?,
         }
+    }
+
+    /// This instance's id: the value it writes into the tick lease
+    /// (`{prefix}:tick-lease`) when it is the one that ticks.
+    pub fn instance_id(&self) -> &str {
+        self.shared.ticker.instance_id()
+    }
+
+    /// Whether this instance held the tick lease at its last background tick, so
+    /// that it is the one pruning and raising the record. Always false without a
+    /// lease (in-memory presence, or the lease turned off): every instance ticks.
+    pub fn holds_tick_lease(&self) -> bool {
+        self.shared.ticker.holds_lease()
     }
 }

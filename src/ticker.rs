@@ -5,21 +5,23 @@
 //! retry a raise of their own that the record store refused earlier, so a peak
 //! one of them saw is never lost when the lease moves.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::clock::Clock;
+use crate::counters::Counters;
 use crate::counters::{LogLimiter, incr};
-use crate::handle::Shared;
 use crate::lease::TickLease;
-use crate::presence::Counts;
+use crate::presence::{Counts, HiddenUsers, PresenceStore};
 use crate::record::RecordReset;
+use crate::record::RecordStore;
 use crate::sync::lock;
-use crate::{Error, Record, Result, WhosOnline};
+use crate::{Error, Record, Result};
 
 /// What one tick saw and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +89,34 @@ fn carries(stored: &Record, candidate: &Record) -> bool {
             && stored.max_visitors_date == candidate.max_visitors_date)
 }
 
-impl Shared {
+/// What the ticker needs, given by the wiring: the stores, the clock and the
+/// settings it works with, and its state between ticks.
+pub(crate) struct Ticker {
+    pub(crate) presence: Arc<dyn PresenceStore>,
+    pub(crate) record: Arc<dyn RecordStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) window: Duration,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) hidden_users: HiddenUsers,
+    pub(crate) state: TickerState,
+}
+
+impl Ticker {
+    fn window_secs(&self) -> i64 {
+        i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX)
+    }
+
+    /// This instance's id: the value it writes into the tick lease.
+    pub(crate) fn instance_id(&self) -> &str {
+        &self.state.instance_id
+    }
+
+    /// Whether this instance held the tick lease at its last background tick.
+    pub(crate) fn holds_lease(&self) -> bool {
+        self.state.holds_lease.load(Ordering::Relaxed)
+    }
+
     /// One tick: prune and count in one round trip, then raise the record if a
     /// count beats it. A raise the record store refuses is kept and retried, so a
     /// peak seen while Postgres was down is written once it is back.
@@ -113,7 +142,7 @@ impl Shared {
     }
 
     async fn tick_inner(&self) -> Result<TickReport> {
-        let state = &self.ticker;
+        let state = &self.state;
         let _gate = state.gate.lock().await;
         let started = std::time::Instant::now();
         let cutoff = self.clock.unix_secs() - self.window_secs();
@@ -199,7 +228,7 @@ impl Shared {
         candidate: Record,
         fresh: Option<Record>,
     ) -> (Option<Record>, bool) {
-        let state = &self.ticker;
+        let state = &self.state;
         let (mut candidate, mut fresh) = (candidate, fresh);
         loop {
             let stored = match self.record.raise(&candidate).await {
@@ -244,7 +273,7 @@ impl Shared {
     /// Writes a raise the record store refused earlier, if any; the caller holds
     /// the gate. Whether it was written.
     async fn raise_pending(&self) -> bool {
-        let state = &self.ticker;
+        let state = &self.state;
         let Some(pending) = lock(&state.pending).take() else {
             return false;
         };
@@ -270,7 +299,7 @@ impl Shared {
     /// (or there is none, or Redis cannot say), else only the retries of a kept
     /// raise and of a failed cache write.
     async fn background_tick(&self) {
-        let state = &self.ticker;
+        let state = &self.state;
         let ticks = match &state.lease {
             None => true,
             Some(lease) => match lease.acquire().await {
@@ -299,7 +328,7 @@ impl Shared {
 
     /// Lets the lease go at shutdown, so another instance takes over at once.
     async fn release_lease(&self) {
-        let state = &self.ticker;
+        let state = &self.state;
         if let Some(lease) = &state.lease
             && state.holds_lease.swap(false, Ordering::Relaxed)
             && let Err(e) = lease.release().await
@@ -336,7 +365,7 @@ impl Shared {
     /// ([`Record::merge`]): a cache that missed a write of this instance (a
     /// raise, or a reset) is not served as it is.
     fn merge_unsynced(&self, cached: Record) -> Record {
-        let mut slot = lock(&self.ticker.refill);
+        let mut slot = lock(&self.state.refill);
         let Some(unsynced) = *slot else {
             return cached;
         };
@@ -359,7 +388,7 @@ impl Shared {
     }
 
     fn schedule_refill(&self, record: &Record) {
-        let mut slot = lock(&self.ticker.refill);
+        let mut slot = lock(&self.state.refill);
         match slot.as_mut() {
             Some(r) => {
                 r.merge(record);
@@ -376,7 +405,7 @@ impl Shared {
     /// Writes the record waiting in the refill slot into the cache. It stays in
     /// the slot during the write, so reads meanwhile still merge it.
     async fn write_refill(&self, retry: bool) {
-        let Some(record) = *lock(&self.ticker.refill) else {
+        let Some(record) = *lock(&self.state.refill) else {
             return;
         };
         if retry {
@@ -385,14 +414,14 @@ impl Shared {
         match self.presence.cache_record(&record, self.cache_ttl).await {
             Ok(()) => {
                 // Unless a newer one came meanwhile: that waits for the next tick.
-                let mut slot = lock(&self.ticker.refill);
+                let mut slot = lock(&self.state.refill);
                 if *slot == Some(record) {
                     *slot = None;
                 }
             }
             Err(e) => {
                 incr(&self.counters.cache_errors);
-                if !retry && self.ticker.log.allow(30) {
+                if !retry && self.state.log.allow(30) {
                     tracing::warn!(error = %e, "whos-online: record cache not written; retried at the next tick");
                 } else {
                     tracing::debug!(error = %e, "whos-online: record cache not written");
@@ -403,7 +432,7 @@ impl Shared {
 
     /// Lowers the record (see [`WhosOnline::reset_record`]).
     pub(crate) async fn reset_record(&self, to: RecordReset) -> Result<Record> {
-        let state = &self.ticker;
+        let state = &self.state;
         let _gate = state.gate.lock().await;
         let (users, visitors) = match to {
             RecordReset::To { users, visitors } => (users, visitors),
@@ -454,7 +483,7 @@ impl Shared {
 /// Holds the handle weakly, so dropping every handle without a shutdown still
 /// ends the task.
 pub(crate) async fn run(
-    shared: std::sync::Weak<Shared>,
+    ticker: std::sync::Weak<Ticker>,
     every: Duration,
     cancel: CancellationToken,
 ) {
@@ -465,27 +494,12 @@ pub(crate) async fn run(
             biased;
             () = cancel.cancelled() => break,
             _ = interval.tick() => {
-                let Some(shared) = shared.upgrade() else { return };
-                shared.background_tick().await;
+                let Some(ticker) = ticker.upgrade() else { return };
+                ticker.background_tick().await;
             }
         }
     }
-    if let Some(shared) = shared.upgrade() {
-        shared.release_lease().await;
-    }
-}
-
-impl WhosOnline {
-    /// This instance's id: the value it writes into the tick lease
-    /// (`{prefix}:tick-lease`) when it is the one that ticks.
-    pub fn instance_id(&self) -> &str {
-        &self.shared.ticker.instance_id
-    }
-
-    /// Whether this instance held the tick lease at its last background tick, so
-    /// that it is the one pruning and raising the record. Always false without a
-    /// lease (in-memory presence, or the lease turned off): every instance ticks.
-    pub fn holds_tick_lease(&self) -> bool {
-        self.shared.ticker.holds_lease.load(Ordering::Relaxed)
+    if let Some(ticker) = ticker.upgrade() {
+        ticker.release_lease().await;
     }
 }
