@@ -8,7 +8,7 @@
 //! * `bare`: the app alone.
 //! * `noop`: the app behind a pass-through layer: what any layer costs in axum.
 //! * `layer`: the app with this crate's layer, presence in Redis, wrapped around
-//!   the whole router (the cheaper way, see the README's Performance section).
+//!   the whole router (the cheaper way, see `docs/performance.md`).
 //! * `layer-router`: the same layer added with `Router::layer`, which wraps each
 //!   route and so boxes and clones one more service per request.
 //! * `naive`: the app behind a middleware that awaits one `ZADD` per request before

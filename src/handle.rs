@@ -88,7 +88,7 @@ impl WhosOnline {
     /// The layer that reports requests. Add it with `Router::layer`, inside any
     /// session layer the user hook reads from; or, cheaper, around the whole
     /// router: `Router::layer` wraps every route in a boxed copy that axum clones
-    /// on each request (see the README's Performance section).
+    /// on each request (see `docs/performance.md`).
     ///
     /// ```no_run
     /// use std::net::SocketAddr;

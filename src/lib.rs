@@ -1,4 +1,4 @@
-//! # whos-online
+//! # axum-whos-online
 //!
 //! "Who's online" for [axum]: the logged-in users and the number of anonymous
 //! visitors seen in the last few minutes, and the all-time record ("most users
@@ -6,15 +6,16 @@
 //! instances and invisible in request latency.
 //!
 //! * [`WhosOnlineLayer`] reports every request as a user (through an
-//!   [`IdentifyUser`] hook such as [`SessionUser`]) or a visitor (by client IP)
-//!   into a bounded queue. It never waits: a full queue drops and counts.
+//!   [`IdentifyUser`] hook such as [`SessionUser`]), a bot (by `User-Agent`) or a
+//!   visitor (by client IP) into a bounded queue. It never waits: a full queue drops and counts.
 //! * A reporter task coalesces the queue and writes each batch in one pipelined
 //!   `ZADD ... GT` to Redis sorted sets ([`RedisPresence`]; [`MemoryPresence`] is the
 //!   embedded default).
 //! * A ticker task prunes and counts the sets and raises the record in Postgres
 //!   ([`PostgresRecord`]; [`MemoryRecord`] is the embedded default), atomically and
 //!   never downwards, cached in a Redis hash.
-//! * [`WhosOnline::router`] serves `GET /online` and `GET /stats` as JSON.
+//! * [`WhosOnline::router`] serves `GET /online` and `GET /stats` as JSON (and,
+//!   with the `openapi` feature, `GET /openapi.json`).
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
@@ -52,6 +53,12 @@
 //!
 //! [`shutdown_signal`] completes on Ctrl-C or, on Unix, SIGTERM (what Docker,
 //! systemd and Kubernetes send), so the same `main` stops cleanly wherever it runs.
+//!
+//! The repository's `README.md` is the newcomer's page: the quick start, trying
+//! it with curl, a login handler, the HTTP API, the main settings and the
+//! supported versions. Its `docs/` folder holds one file per topic: how it works,
+//! many instances, faults, identity, privacy, configuration, metrics, performance,
+//! operations and the differences from the Django original.
 //!
 //! [axum]: https://docs.rs/axum
 
