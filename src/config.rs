@@ -1,28 +1,17 @@
 //! Configuration: one builder with sensible defaults.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum_client_ip::ClientIpSource;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use crate::bots::BotFilter;
-use crate::clock::{Clock, ServerClock, SystemClock};
-use crate::counters::{Counters, LogLimiter};
-use crate::dedupe::Dedupe;
+use crate::clock::{Clock, SystemClock};
 use crate::filters::Skip;
-use crate::handle::{Shared, Tasks, WhosOnline};
 use crate::identity::{IdentifyUser, NoUsers};
-use crate::layer::Reporting;
-use crate::lease::TickLease;
-use crate::presence::{
-    DEFAULT_MAX_MEMBERS, HiddenUsers, MemoryPresence, PresenceStore, RedisPresence,
-};
-use crate::privacy::{Pseudonymizer, VisitorIds};
-use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
-use crate::reporter::{Reporter, Waiting, Writer};
-use crate::ticker::{Ticker, TickerState};
+use crate::presence::{DEFAULT_MAX_MEMBERS, HiddenUsers, PresenceStore};
+use crate::privacy::VisitorIds;
+use crate::record::RecordStore;
 use crate::{Error, Result};
 
 /// Default window: 15 minutes.
@@ -48,23 +37,29 @@ pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 pub const DEFAULT_IDENTIFY_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default cap on deferred user hooks running at once.
 pub const DEFAULT_MAX_IDENTIFYING: usize = 1024;
+/// Default number of names in `/online` (or the ceiling, if lower).
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Default ceiling of `limit` in `/online` (see [`Builder::max_limit`]).
+pub const DEFAULT_MAX_LIMIT: u32 = 200;
+/// Highest ceiling of `limit` that can be configured.
+pub const MAX_LIMIT: u32 = 10_000;
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "whos_online";
 
-enum PresenceChoice {
+pub(crate) enum PresenceChoice {
     Memory,
     Redis(deadpool_redis::Pool),
     RedisCluster(deadpool_redis::cluster::Pool),
     Custom(Arc<dyn PresenceStore>),
 }
 
-enum RecordChoice {
+pub(crate) enum RecordChoice {
     Memory,
     Postgres(sqlx::PgPool),
     Custom(Arc<dyn RecordStore>),
 }
 
-/// Builds a [`WhosOnline`]. Without stores it runs in memory (one process only).
+/// Builds a [`WhosOnline`](crate::WhosOnline). Without stores it runs in memory (one process only).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -81,33 +76,33 @@ enum RecordChoice {
 /// # Ok(()) }
 /// ```
 pub struct Builder {
-    presence: PresenceChoice,
-    record: RecordChoice,
-    identify: Arc<dyn IdentifyUser>,
-    ip_source: ClientIpSource,
-    bots: BotFilter,
-    skip: Skip,
-    visitor_ids: VisitorIds,
-    clock: Arc<dyn Clock>,
-    prefix: String,
-    window: Duration,
-    tick_interval: Duration,
-    background_ticker: bool,
-    serve_openapi: bool,
-    max_limit: u32,
-    hidden_users: HiddenUsers,
-    cache_ttl: Duration,
-    flush_interval: Duration,
-    queue_capacity: usize,
-    max_pending: usize,
-    resolution: Duration,
-    max_members: Option<usize>,
-    ipv6_prefix: u8,
-    shutdown_grace: Duration,
-    server_time: Option<bool>,
-    tick_lease: bool,
-    identify_timeout: Duration,
-    max_identifying: usize,
+    pub(crate) presence: PresenceChoice,
+    pub(crate) record: RecordChoice,
+    pub(crate) identify: Arc<dyn IdentifyUser>,
+    pub(crate) ip_source: ClientIpSource,
+    pub(crate) bots: BotFilter,
+    pub(crate) skip: Skip,
+    pub(crate) visitor_ids: VisitorIds,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) prefix: String,
+    pub(crate) window: Duration,
+    pub(crate) tick_interval: Duration,
+    pub(crate) background_ticker: bool,
+    pub(crate) serve_openapi: bool,
+    pub(crate) max_limit: u32,
+    pub(crate) hidden_users: HiddenUsers,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) flush_interval: Duration,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_pending: usize,
+    pub(crate) resolution: Duration,
+    pub(crate) max_members: Option<usize>,
+    pub(crate) ipv6_prefix: u8,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) server_time: Option<bool>,
+    pub(crate) tick_lease: bool,
+    pub(crate) identify_timeout: Duration,
+    pub(crate) max_identifying: usize,
 }
 
 impl std::fmt::Debug for Builder {
@@ -136,7 +131,7 @@ impl Default for Builder {
             tick_interval: DEFAULT_TICK_INTERVAL,
             background_ticker: true,
             serve_openapi: true,
-            max_limit: crate::routes::DEFAULT_MAX_LIMIT,
+            max_limit: DEFAULT_MAX_LIMIT,
             hidden_users: HiddenUsers::default(),
             cache_ttl: DEFAULT_CACHE_TTL,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
@@ -305,7 +300,7 @@ impl Builder {
     }
 
     /// Whether to run the ticker in the background (default true). Without it,
-    /// call [`WhosOnline::tick_now`] yourself, e.g. from tests or a cron job.
+    /// call [`WhosOnline::tick_now`](crate::WhosOnline::tick_now) yourself, e.g. from tests or a cron job.
     pub fn background_ticker(mut self, run: bool) -> Self {
         self.background_ticker = run;
         self
@@ -322,7 +317,7 @@ impl Builder {
     /// [`DEFAULT_MAX_LIMIT`](crate::DEFAULT_MAX_LIMIT); 1 to 10,000,
     /// [`MAX_LIMIT`](crate::MAX_LIMIT)). A higher `limit` is a JSON 400. Keep it
     /// low on a public site: each name read costs the store and the response.
-    /// [`WhosOnline::online`] itself takes any limit.
+    /// [`WhosOnline::online`](crate::WhosOnline::online) itself takes any limit.
     pub fn max_limit(mut self, max: u32) -> Self {
         self.max_limit = max;
         self
@@ -397,7 +392,7 @@ impl Builder {
         self
     }
 
-    /// How long [`shutdown`](WhosOnline::shutdown) keeps retrying the last
+    /// How long [`shutdown`](crate::WhosOnline::shutdown) keeps retrying the last
     /// writes while the presence store fails (default 5 s); what is still
     /// unwritten then is reported as lost.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
@@ -420,7 +415,7 @@ impl Builder {
     /// of them runs the background tick per interval (default true). The lease is
     /// `{prefix}:tick-lease` and lasts two tick intervals past each renewal.
     /// Correctness never depends on it; turned off, every instance ticks. Without
-    /// Redis there is no lease. [`WhosOnline::tick_now`] always ticks.
+    /// Redis there is no lease. [`WhosOnline::tick_now`](crate::WhosOnline::tick_now) always ticks.
     pub fn tick_lease(mut self, on: bool) -> Self {
         self.tick_lease = on;
         self
@@ -442,7 +437,7 @@ impl Builder {
         self
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(m.to_owned()));
         if self.window.as_secs() == 0 || self.window > Duration::from_secs(366 * 24 * 3600) {
             return bad("window must be from one second to 366 days");
@@ -453,7 +448,7 @@ impl Builder {
         if self.max_members == Some(0) {
             return bad("max members must be above zero (unlimited_members() lifts the cap)");
         }
-        if !(1..=crate::routes::MAX_LIMIT).contains(&self.max_limit) {
+        if !(1..=MAX_LIMIT).contains(&self.max_limit) {
             return bad("the /online limit ceiling must be from 1 to 10000");
         }
         if !(1..=128).contains(&self.ipv6_prefix) {
@@ -481,140 +476,5 @@ impl Builder {
             return bad("prefix must be 1 to 64 of A-Z a-z 0-9 _ - : .");
         }
         Ok(())
-    }
-
-    /// Validates the settings and starts the reporter and (unless turned off) the
-    /// ticker on the current Tokio runtime.
-    pub fn build(self) -> Result<WhosOnline> {
-        self.validate()?;
-        let shared_store = matches!(
-            self.presence,
-            PresenceChoice::Redis(_) | PresenceChoice::RedisCluster(_)
-        );
-        if shared_store && matches!(self.visitor_ids, VisitorIds::Hashed { secret: None }) {
-            tracing::warn!(
-                "whos-online: no visitor_secret is set, so each day's pseudonym key is kept in \
-                 Redis beside the visitors: anyone who can read Redis can recover visitors' IP \
-                 addresses. Set Builder::visitor_secret (e.g. from WHOS_ONLINE_VISITOR_SECRET)."
-            );
-        }
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::Config("build() must be called inside a Tokio runtime".into()))?;
-        let instance_id = crate::lease::new_instance_id();
-        // De-duplication reads the configured clock: it only needs differences.
-        let dedupe = Arc::new(Dedupe::new(
-            self.resolution.min(self.window / 10),
-            Arc::clone(&self.clock),
-        ));
-        let known = crate::known::KnownUsers::new(
-            self.resolution.min(self.window / 10),
-            Arc::clone(&self.clock),
-        );
-        let mut clock = self.clock;
-        let mut lease = None;
-        let mut wire_redis = |store: RedisPresence| -> Arc<dyn PresenceStore> {
-            let mut store = store.with_set_ttl(self.window.saturating_mul(2));
-            store = match self.max_members {
-                Some(max) => store.with_max_members(max),
-                None => store.without_member_cap(),
-            };
-            if self.server_time.unwrap_or(true) {
-                let server = Arc::new(ServerClock::new(Arc::clone(&clock)));
-                store = store.with_server_clock(Arc::clone(&server));
-                clock = server;
-            }
-            if self.tick_lease {
-                lease = Some(TickLease::new(
-                    store.clone(),
-                    instance_id.clone(),
-                    self.tick_interval.saturating_mul(2),
-                ));
-            }
-            Arc::new(store)
-        };
-        let presence: Arc<dyn PresenceStore> = match self.presence {
-            PresenceChoice::Memory => Arc::new(match self.max_members {
-                Some(max) => MemoryPresence::new().with_max_members(max),
-                None => MemoryPresence::new().without_member_cap(),
-            }),
-            PresenceChoice::Redis(pool) => wire_redis(RedisPresence::new(pool, &self.prefix)),
-            PresenceChoice::RedisCluster(pool) => {
-                wire_redis(RedisPresence::cluster(pool, &self.prefix))
-            }
-            PresenceChoice::Custom(store) => store,
-        };
-        let record: Arc<dyn RecordStore> = match self.record {
-            RecordChoice::Memory => Arc::new(MemoryRecord::new()),
-            RecordChoice::Postgres(pool) => Arc::new(PostgresRecord::new(pool)),
-            RecordChoice::Custom(store) => store,
-        };
-        let counters = Arc::new(Counters::default());
-        let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let cancel = CancellationToken::new();
-        let ticker = Arc::new(Ticker {
-            presence: Arc::clone(&presence),
-            record,
-            clock: Arc::clone(&clock),
-            window: self.window,
-            cache_ttl: self.cache_ttl,
-            counters: Arc::clone(&counters),
-            hidden_users: self.hidden_users,
-            state: TickerState::new(instance_id, lease),
-        });
-        let shared = Arc::new(Shared {
-            presence: Arc::clone(&presence),
-            clock: Arc::clone(&clock),
-            window: self.window,
-            counters: Arc::clone(&counters),
-            reporting: Arc::new(Reporting {
-                tx,
-                identify: self.identify,
-                ip_source: self.ip_source,
-                ipv6_prefix: self.ipv6_prefix,
-                bots: self.bots,
-                skip: self.skip,
-                counters: Arc::clone(&counters),
-                drop_log: LogLimiter::default(),
-                identify_log: LogLimiter::default(),
-                known,
-                dedupe: Arc::clone(&dedupe),
-                identify_timeout: self.identify_timeout,
-                identifying: Arc::new(tokio::sync::Semaphore::new(self.max_identifying)),
-            }),
-            ticker: Arc::clone(&ticker),
-            serve_openapi: self.serve_openapi,
-            max_limit: self.max_limit,
-            hidden_users: self.hidden_users,
-            cancel: cancel.clone(),
-            tasks: Mutex::default(),
-        });
-        let reporter = Reporter {
-            writer: Writer {
-                presence,
-                clock,
-                counters,
-                pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
-                window: self.window,
-                dedupe,
-                trim_log: Arc::default(),
-            },
-            waiting: Waiting::default(),
-            max_pending: self.max_pending,
-            error_log: LogLimiter::default(),
-            failing: None,
-            shutdown_grace: self.shutdown_grace,
-        };
-        let tasks = Tasks {
-            reporter: Some(runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))),
-            ticker: self.background_ticker.then(|| {
-                runtime.spawn(crate::ticker::run(
-                    Arc::downgrade(&ticker),
-                    self.tick_interval,
-                    cancel,
-                ))
-            }),
-        };
-        *crate::sync::lock(&shared.tasks) = tasks;
-        Ok(WhosOnline { shared })
     }
 }

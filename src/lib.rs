@@ -96,6 +96,7 @@ mod signal;
 mod sync;
 mod ticker;
 mod who;
+mod wiring;
 
 pub use axum_client_ip::ClientIpSource;
 #[cfg(feature = "axum-login")]
@@ -104,9 +105,9 @@ pub use bots::{BotFilter, DEFAULT_BOT_PATTERNS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTIFY_TIMEOUT,
-    DEFAULT_IPV6_PREFIX, DEFAULT_MAX_IDENTIFYING, DEFAULT_MAX_PENDING, DEFAULT_PREFIX,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TICK_INTERVAL,
-    DEFAULT_WINDOW,
+    DEFAULT_IPV6_PREFIX, DEFAULT_LIMIT, DEFAULT_MAX_IDENTIFYING, DEFAULT_MAX_LIMIT,
+    DEFAULT_MAX_PENDING, DEFAULT_PREFIX, DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW, MAX_LIMIT,
 };
 pub use counters::CounterSnapshot;
 #[doc(hidden)]
@@ -127,7 +128,7 @@ pub use record::{
 };
 #[cfg(feature = "openapi")]
 pub use routes::openapi;
-pub use routes::{DEFAULT_LIMIT, DEFAULT_MAX_LIMIT, ErrorBody, MAX_LIMIT, OnlineResponse};
+pub use routes::{ErrorBody, OnlineResponse};
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
 pub use signal::shutdown_signal;

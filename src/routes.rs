@@ -13,13 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::WhosOnline;
+use crate::config::DEFAULT_LIMIT;
 
-/// Default number of names in `/online` (or the ceiling, if lower).
-pub const DEFAULT_LIMIT: u32 = 100;
-/// Default ceiling of `limit` in `/online` (see [`Builder::max_limit`](crate::Builder::max_limit)).
-pub const DEFAULT_MAX_LIMIT: u32 = 200;
-/// Highest ceiling of `limit` that can be configured.
-pub const MAX_LIMIT: u32 = 10_000;
 /// Most bytes of names in one `/online` body: 1,024 names of the longest
 /// length. Beyond it the list is cut (the counts stay complete).
 const MAX_NAME_BYTES: usize = 256 * 1024;

@@ -1,0 +1,159 @@
+//! The wiring: turns a validated [`Builder`] into running stores, queue and
+//! background tasks, and the handle over them. The only module that knows every
+//! other; nothing below imports it.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::ServerClock;
+use crate::config::{Builder, PresenceChoice, RecordChoice};
+use crate::counters::{Counters, LogLimiter};
+use crate::dedupe::Dedupe;
+use crate::handle::{Shared, Tasks, WhosOnline};
+use crate::layer::Reporting;
+use crate::lease::TickLease;
+use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::privacy::{Pseudonymizer, VisitorIds};
+use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
+use crate::reporter::{Reporter, Waiting, Writer};
+use crate::ticker::{Ticker, TickerState};
+use crate::{Error, Result};
+
+impl Builder {
+    /// Validates the settings and starts the reporter and (unless turned off) the
+    /// ticker on the current Tokio runtime.
+    pub fn build(self) -> Result<WhosOnline> {
+        self.validate()?;
+        let shared_store = matches!(
+            self.presence,
+            PresenceChoice::Redis(_) | PresenceChoice::RedisCluster(_)
+        );
+        if shared_store && matches!(self.visitor_ids, VisitorIds::Hashed { secret: None }) {
+            tracing::warn!(
+                "whos-online: no visitor_secret is set, so each day's pseudonym key is kept in \
+                 Redis beside the visitors: anyone who can read Redis can recover visitors' IP \
+                 addresses. Set Builder::visitor_secret (e.g. from WHOS_ONLINE_VISITOR_SECRET)."
+            );
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::Config("build() must be called inside a Tokio runtime".into()))?;
+        let instance_id = crate::lease::new_instance_id();
+        // De-duplication reads the configured clock: it only needs differences.
+        let dedupe = Arc::new(Dedupe::new(
+            self.resolution.min(self.window / 10),
+            Arc::clone(&self.clock),
+        ));
+        let known = crate::known::KnownUsers::new(
+            self.resolution.min(self.window / 10),
+            Arc::clone(&self.clock),
+        );
+        let mut clock = self.clock;
+        let mut lease = None;
+        let mut wire_redis = |store: RedisPresence| -> Arc<dyn PresenceStore> {
+            let mut store = store.with_set_ttl(self.window.saturating_mul(2));
+            store = match self.max_members {
+                Some(max) => store.with_max_members(max),
+                None => store.without_member_cap(),
+            };
+            if self.server_time.unwrap_or(true) {
+                let server = Arc::new(ServerClock::new(Arc::clone(&clock)));
+                store = store.with_server_clock(Arc::clone(&server));
+                clock = server;
+            }
+            if self.tick_lease {
+                lease = Some(TickLease::new(
+                    store.clone(),
+                    instance_id.clone(),
+                    self.tick_interval.saturating_mul(2),
+                ));
+            }
+            Arc::new(store)
+        };
+        let presence: Arc<dyn PresenceStore> = match self.presence {
+            PresenceChoice::Memory => Arc::new(match self.max_members {
+                Some(max) => MemoryPresence::new().with_max_members(max),
+                None => MemoryPresence::new().without_member_cap(),
+            }),
+            PresenceChoice::Redis(pool) => wire_redis(RedisPresence::new(pool, &self.prefix)),
+            PresenceChoice::RedisCluster(pool) => {
+                wire_redis(RedisPresence::cluster(pool, &self.prefix))
+            }
+            PresenceChoice::Custom(store) => store,
+        };
+        let record: Arc<dyn RecordStore> = match self.record {
+            RecordChoice::Memory => Arc::new(MemoryRecord::new()),
+            RecordChoice::Postgres(pool) => Arc::new(PostgresRecord::new(pool)),
+            RecordChoice::Custom(store) => store,
+        };
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let cancel = CancellationToken::new();
+        let ticker = Arc::new(Ticker {
+            presence: Arc::clone(&presence),
+            record,
+            clock: Arc::clone(&clock),
+            window: self.window,
+            cache_ttl: self.cache_ttl,
+            counters: Arc::clone(&counters),
+            hidden_users: self.hidden_users,
+            state: TickerState::new(instance_id, lease),
+        });
+        let shared = Arc::new(Shared {
+            presence: Arc::clone(&presence),
+            clock: Arc::clone(&clock),
+            window: self.window,
+            counters: Arc::clone(&counters),
+            reporting: Arc::new(Reporting {
+                tx,
+                identify: self.identify,
+                ip_source: self.ip_source,
+                ipv6_prefix: self.ipv6_prefix,
+                bots: self.bots,
+                skip: self.skip,
+                counters: Arc::clone(&counters),
+                drop_log: LogLimiter::default(),
+                identify_log: LogLimiter::default(),
+                known,
+                dedupe: Arc::clone(&dedupe),
+                identify_timeout: self.identify_timeout,
+                identifying: Arc::new(tokio::sync::Semaphore::new(self.max_identifying)),
+            }),
+            ticker: Arc::clone(&ticker),
+            serve_openapi: self.serve_openapi,
+            max_limit: self.max_limit,
+            hidden_users: self.hidden_users,
+            cancel: cancel.clone(),
+            tasks: Mutex::default(),
+        });
+        let reporter = Reporter {
+            writer: Writer {
+                presence,
+                clock,
+                counters,
+                pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
+                window: self.window,
+                dedupe,
+                trim_log: Arc::default(),
+            },
+            waiting: Waiting::default(),
+            max_pending: self.max_pending,
+            error_log: LogLimiter::default(),
+            failing: None,
+            shutdown_grace: self.shutdown_grace,
+        };
+        let tasks = Tasks {
+            reporter: Some(runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))),
+            ticker: self.background_ticker.then(|| {
+                runtime.spawn(crate::ticker::run(
+                    Arc::downgrade(&ticker),
+                    self.tick_interval,
+                    cancel,
+                ))
+            }),
+        };
+        *crate::sync::lock(&shared.tasks) = tasks;
+        Ok(WhosOnline { shared })
+    }
+}
