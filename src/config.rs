@@ -152,6 +152,7 @@ impl Default for Builder {
 impl Builder {
     /// Keeps presence in Redis through this pool (see [`redis_pool`](crate::redis_pool)
     /// for one with the timeouts this crate expects). Default: in memory.
+    #[must_use]
     pub fn redis(mut self, pool: deadpool_redis::Pool) -> Self {
         self.presence = PresenceChoice::Redis(pool);
         self
@@ -161,12 +162,14 @@ impl Builder {
     /// [`redis_cluster_pool`](crate::redis_cluster_pool)). Every key carries the
     /// hash tag `{prefix}`, so one installation lives in one slot and each write
     /// or tick is still one pipelined round trip.
+    #[must_use]
     pub fn redis_cluster(mut self, pool: deadpool_redis::cluster::Pool) -> Self {
         self.presence = PresenceChoice::RedisCluster(pool);
         self
     }
 
     /// Keeps presence in a store of your own.
+    #[must_use]
     pub fn presence_store(mut self, store: impl PresenceStore) -> Self {
         self.presence = PresenceChoice::Custom(Arc::new(store));
         self
@@ -174,18 +177,21 @@ impl Builder {
 
     /// Keeps the record in Postgres through this pool; run [`migrate`](crate::migrate)
     /// first. Default: in memory.
+    #[must_use]
     pub fn postgres(mut self, pool: sqlx::PgPool) -> Self {
         self.record = RecordChoice::Postgres(pool);
         self
     }
 
     /// Keeps the record in a store of your own.
+    #[must_use]
     pub fn record_store(mut self, store: impl RecordStore) -> Self {
         self.record = RecordChoice::Custom(Arc::new(store));
         self
     }
 
     /// How logged-in users are recognised. Default: [`NoUsers`].
+    #[must_use]
     pub fn identify_users(mut self, hook: impl IdentifyUser) -> Self {
         self.identify = Arc::new(hook);
         self
@@ -197,6 +203,7 @@ impl Builder {
     /// (`identify_timeouts`): it may be a logged-in user, so it is not guessed to
     /// be a visitor. The response never waits for it either way. Zero is refused
     /// by [`build`](Self::build).
+    #[must_use]
     pub fn identify_timeout(mut self, timeout: Duration) -> Self {
         self.identify_timeout = timeout;
         self
@@ -207,6 +214,7 @@ impl Builder {
     /// without bound. When that many are running, a request whose hook cannot
     /// answer at once is not reported, only counted (`identify_over_cap`); the
     /// request itself goes on untouched. Zero is refused by [`build`](Self::build).
+    #[must_use]
     pub fn max_identifying(mut self, max: usize) -> Self {
         self.max_identifying = max;
         self
@@ -215,6 +223,7 @@ impl Builder {
     /// Where the visitor's address comes from. Default:
     /// [`ClientIpSource::ConnectInfo`], the TCP peer, trusting no header. Name a
     /// header only when a proxy you run sets it.
+    #[must_use]
     pub fn client_ip_source(mut self, source: ClientIpSource) -> Self {
         self.ip_source = source;
         self
@@ -224,6 +233,7 @@ impl Builder {
     /// kept in Redis: the day key is derived from it, so it is the same on every
     /// instance and across restarts. Keep it secret; rotate it like any other.
     /// See the [privacy notes](crate#privacy).
+    #[must_use]
     pub fn visitor_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.visitor_ids = VisitorIds::Hashed {
             secret: Some(secret.into().into()),
@@ -234,6 +244,7 @@ impl Builder {
     /// Stores visitors' raw IP addresses instead of keyed hashes (default
     /// false). Opt in only if you have a lawful need and say so in your privacy
     /// notice: the addresses sit in Redis for the window.
+    #[must_use]
     pub fn raw_visitor_addresses(mut self, raw: bool) -> Self {
         self.visitor_ids = if raw {
             VisitorIds::Raw
@@ -245,6 +256,7 @@ impl Builder {
 
     /// How bots are recognised (default: [`BotFilter::default`], the built-in
     /// `User-Agent` patterns). [`BotFilter::none`] counts them as visitors.
+    #[must_use]
     pub fn bots(mut self, filter: BotFilter) -> Self {
         self.bots = filter;
         self
@@ -252,6 +264,7 @@ impl Builder {
 
     /// Does not report requests whose path starts with `prefix` (whole segments:
     /// `/static` skips `/static/app.css`, not `/statistics`). May be repeated.
+    #[must_use]
     pub fn skip_path_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.skip.add_prefix(prefix.into());
         self
@@ -266,6 +279,7 @@ impl Builder {
     ///     .skip_path_prefix("/healthz")
     ///     .skip_if(|req| req.uri.path() == "/online" && req.method == http::Method::GET);
     /// ```
+    #[must_use]
     pub fn skip_if<F>(mut self, predicate: F) -> Self
     where
         F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
@@ -275,6 +289,7 @@ impl Builder {
     }
 
     /// The source of "now" (default: the system clock).
+    #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -282,18 +297,21 @@ impl Builder {
 
     /// Prefix of the Redis keys (default `whos_online`); keys are `{prefix}:users`,
     /// `{prefix}:visitors` and `{prefix}:record`, braces included.
+    #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
     /// How long a member counts as online after its last request (default 15 min).
+    #[must_use]
     pub fn window(mut self, window: Duration) -> Self {
         self.window = window;
         self
     }
 
     /// How often the ticker prunes, counts and raises the record (default 60 s).
+    #[must_use]
     pub fn tick_interval(mut self, every: Duration) -> Self {
         self.tick_interval = every;
         self
@@ -301,6 +319,7 @@ impl Builder {
 
     /// Whether to run the ticker in the background (default true). Without it,
     /// call [`WhosOnline::tick_now`](crate::WhosOnline::tick_now) yourself, e.g. from tests or a cron job.
+    #[must_use]
     pub fn background_ticker(mut self, run: bool) -> Self {
         self.background_ticker = run;
         self
@@ -308,6 +327,7 @@ impl Builder {
 
     /// Whether the router fragment serves `GET /openapi.json` (default true; needs
     /// the `openapi` feature, on by default).
+    #[must_use]
     pub fn serve_openapi(mut self, serve: bool) -> Self {
         self.serve_openapi = serve;
         self
@@ -318,6 +338,7 @@ impl Builder {
     /// [`MAX_LIMIT`](crate::MAX_LIMIT)). A higher `limit` is a JSON 400. Keep it
     /// low on a public site: each name read costs the store and the response.
     /// [`WhosOnline::online`](crate::WhosOnline::online) itself takes any limit.
+    #[must_use]
     pub fn max_limit(mut self, max: u32) -> Self {
         self.max_limit = max;
         self
@@ -328,18 +349,21 @@ impl Builder {
     /// listed names tells how many hidden users are online).
     /// [`HiddenUsers::AsVisitors`] counts them as guests instead, so no
     /// difference reveals them. Either way they are never listed.
+    #[must_use]
     pub fn hidden_users(mut self, how: HiddenUsers) -> Self {
         self.hidden_users = how;
         self
     }
 
     /// Time to live of the record cache in Redis (default 4 h).
+    #[must_use]
     pub fn cache_ttl(mut self, ttl: Duration) -> Self {
         self.cache_ttl = ttl;
         self
     }
 
     /// How often queued reports are written (default 1 s).
+    #[must_use]
     pub fn flush_interval(mut self, every: Duration) -> Self {
         self.flush_interval = every;
         self
@@ -347,6 +371,7 @@ impl Builder {
 
     /// Capacity of the report queue (default 16384). When it is full, reports
     /// are dropped and counted; requests never wait.
+    #[must_use]
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
         self
@@ -357,6 +382,7 @@ impl Builder {
     /// written at once, without waiting for the flush interval; while writes are
     /// failing, more are dropped and counted (`pending_dropped`), which bounds
     /// memory while Redis is down.
+    #[must_use]
     pub fn max_pending(mut self, max: usize) -> Self {
         self.max_pending = max;
         self
@@ -369,6 +395,7 @@ impl Builder {
     /// visitors; counts (and so the record) never exceed `max`. Applies to the
     /// Redis and in-memory stores alike, not to a store of your own. Zero is
     /// refused by [`build`](Self::build).
+    #[must_use]
     pub fn max_members(mut self, max: usize) -> Self {
         self.max_members = Some(max);
         self
@@ -376,6 +403,7 @@ impl Builder {
 
     /// Lets each set grow without a cap (see [`max_members`](Self::max_members)):
     /// then one client with many addresses can grow the store without bound.
+    #[must_use]
     pub fn unlimited_members(mut self) -> Self {
         self.max_members = None;
         self
@@ -387,6 +415,7 @@ impl Builder {
     /// count one each (/32); IPv4-mapped IPv6 addresses count as IPv4. 128
     /// counts every IPv6 address apart. Outside 1 to 128 is refused by
     /// [`build`](Self::build).
+    #[must_use]
     pub fn ipv6_prefix(mut self, bits: u8) -> Self {
         self.ipv6_prefix = bits;
         self
@@ -395,6 +424,7 @@ impl Builder {
     /// How long [`shutdown`](crate::WhosOnline::shutdown) keeps retrying the last
     /// writes while the presence store fails (default 5 s); what is still
     /// unwritten then is reported as lost.
+    #[must_use]
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
@@ -406,6 +436,7 @@ impl Builder {
     /// `TIME` appended to each pipeline, so instances whose clocks disagree still
     /// age members alike. Turn it off to drive a [`ManualClock`](crate::ManualClock)
     /// against Redis in tests. Without Redis it has no effect.
+    #[must_use]
     pub fn server_time(mut self, on: bool) -> Self {
         self.server_time = Some(on);
         self
@@ -416,6 +447,7 @@ impl Builder {
     /// `{prefix}:tick-lease` and lasts two tick intervals past each renewal.
     /// Correctness never depends on it; turned off, every instance ticks. Without
     /// Redis there is no lease. [`WhosOnline::tick_now`](crate::WhosOnline::tick_now) always ticks.
+    #[must_use]
     pub fn tick_lease(mut self, on: bool) -> Self {
         self.tick_lease = on;
         self
@@ -432,6 +464,7 @@ impl Builder {
     /// A member therefore leaves the count up to `resolution` early. Whole
     /// seconds count; it is capped at a tenth of the [`window`](Self::window);
     /// zero writes every report (still coalesced per flush).
+    #[must_use]
     pub fn resolution(mut self, resolution: Duration) -> Self {
         self.resolution = resolution;
         self

@@ -84,10 +84,10 @@ mod known;
 mod layer;
 mod lease;
 mod metrics;
-pub mod presence;
+mod presence;
 mod privacy;
 mod queue;
-pub mod record;
+mod record;
 mod reporter;
 mod routes;
 #[cfg(feature = "tower-sessions")]
