@@ -487,21 +487,28 @@ async fn a_hand_lowered_record_is_raised_to_the_real_peak() {
     assert_eq!(stats["max_visitors"], 49);
 }
 
+/// Another instance of `a`'s site: the same Redis prefix and Postgres database,
+/// its clock set to `a`'s.
+async fn second_instance(a: &Site) -> Site {
+    let pg = a.pg.clone().unwrap();
+    let b = Site::with(Stack::Real, |builder| {
+        builder
+            .prefix(&a.prefix)
+            .postgres(pg)
+            .redis(axum_whos_online::redis_pool(&common::redis_url()).unwrap())
+    })
+    .await;
+    b.clock.set_unix(a.clock.now_for_test().timestamp());
+    b
+}
+
 /// Two instances on one Redis prefix and one Postgres database. Both saw 49; a
 /// reset on one lowers the record to 5; with 30 online, a tick on the other
 /// raises it to 30: it dropped the 49 it held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_on_one_instance_drops_the_floor_of_another() {
     let a = Site::new(Stack::Real).await;
-    let pg = a.pg.clone().unwrap();
-    let b = Site::with(Stack::Real, |builder| {
-        builder
-            .prefix(&a.prefix)
-            .postgres(pg.clone())
-            .redis(axum_whos_online::redis_pool(&common::redis_url()).unwrap())
-    })
-    .await;
-    b.clock.set_unix(a.clock.now_for_test().timestamp());
+    let b = second_instance(&a).await;
     visitors(&a, 1, 49).await;
     a.whos.flush().await.unwrap();
     assert_eq!(a.whos.tick_now().await.unwrap().record.max_visitors, 49);
@@ -528,7 +535,11 @@ async fn a_reset_on_one_instance_drops_the_floor_of_another() {
         (30, Some(b.clock.now_for_test()))
     );
     assert_eq!(
-        PostgresRecord::new(pg).load().await.unwrap().max_visitors,
+        PostgresRecord::new(a.pg.clone().unwrap())
+            .load()
+            .await
+            .unwrap()
+            .max_visitors,
         30
     );
     for site in [&a, &b] {
@@ -675,15 +686,7 @@ async fn a_failed_cache_write_is_retried_off_the_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ticks_from_two_instances_never_lower_the_record() {
     let a = Site::new(Stack::Real).await;
-    let pg = a.pg.clone().unwrap();
-    let b = Site::with(Stack::Real, |builder| {
-        builder
-            .prefix(&a.prefix)
-            .postgres(pg.clone())
-            .redis(axum_whos_online::redis_pool(&common::redis_url()).unwrap())
-    })
-    .await;
-    b.clock.set_unix(a.clock.now_for_test().timestamp());
+    let b = second_instance(&a).await;
     for i in 0..7 {
         a.visit_as(&format!("user{i}"), "10.0.0.1").await;
     }
@@ -698,7 +701,14 @@ async fn concurrent_ticks_from_two_instances_never_lower_the_record() {
         last = r;
     }
     assert_eq!(last, 7);
-    assert_eq!(PostgresRecord::new(pg).load().await.unwrap().max_users, 7);
+    assert_eq!(
+        PostgresRecord::new(a.pg.clone().unwrap())
+            .load()
+            .await
+            .unwrap()
+            .max_users,
+        7
+    );
 }
 
 /// Postgres down during ticks: ticks go on, nothing is lowered, and the raise is
