@@ -9,9 +9,9 @@ use crate::bots::BotFilter;
 use crate::clock::{Clock, SystemClock};
 use crate::filters::Skip;
 use crate::identity::{IdentifyUser, NoUsers};
-use crate::presence::{DEFAULT_MAX_MEMBERS, HiddenUsers, PresenceStore};
+use crate::presence::{DEFAULT_MAX_MEMBERS, DaySecrets, HiddenUsers, PresenceStore};
 use crate::privacy::VisitorIds;
-use crate::record::RecordStore;
+use crate::record::{RecordCache, RecordStore};
 use crate::{Error, Result};
 
 /// Default window: 15 minutes.
@@ -78,6 +78,8 @@ pub(crate) enum RecordChoice {
 pub struct Builder {
     pub(crate) presence: PresenceChoice,
     pub(crate) record: RecordChoice,
+    pub(crate) record_cache: Option<Arc<dyn RecordCache>>,
+    pub(crate) day_secrets: Option<Arc<dyn DaySecrets>>,
     pub(crate) identify: Arc<dyn IdentifyUser>,
     pub(crate) ip_source: ClientIpSource,
     pub(crate) bots: BotFilter,
@@ -120,6 +122,8 @@ impl Default for Builder {
         Self {
             presence: PresenceChoice::Memory,
             record: RecordChoice::Memory,
+            record_cache: None,
+            day_secrets: None,
             identify: Arc::new(NoUsers),
             ip_source: ClientIpSource::ConnectInfo,
             bots: BotFilter::default(),
@@ -187,6 +191,27 @@ impl Builder {
     #[must_use]
     pub fn record_store(mut self, store: impl RecordStore) -> Self {
         self.record = RecordChoice::Custom(Arc::new(store));
+        self
+    }
+
+    /// Caches the record in a cache of your own, in front of the record store.
+    /// Default: the presence store's cache (a Redis hash beside the sets, or
+    /// memory); none with a [`presence_store`](Self::presence_store) of your own.
+    #[must_use]
+    pub fn record_cache(mut self, cache: impl RecordCache) -> Self {
+        self.record_cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// Where a [`presence_store`](Self::presence_store) of your own keeps the
+    /// day secrets it confirms in [`Batch::keyed_by`](crate::Batch::keyed_by),
+    /// read back to retire the previous day's pseudonyms after midnight.
+    /// Default: the Redis or memory presence store's own; none with a store of
+    /// your own (a visitor online across midnight may then count twice until
+    /// the old member ages out).
+    #[must_use]
+    pub fn day_secrets(mut self, secrets: impl DaySecrets) -> Self {
+        self.day_secrets = Some(Arc::new(secrets));
         self
     }
 

@@ -120,11 +120,12 @@ pub use identity::{
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{
-    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, HiddenUsers, Marked, MemoryPresence, Online,
-    PresenceStore, RedisPresence, redis_cluster_pool, redis_pool,
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, DaySecrets, HiddenUsers, Marked, MemoryPresence,
+    Online, PresenceStore, RedisPresence, redis_cluster_pool, redis_pool,
 };
 pub use record::{
-    MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordReset, RecordStore, migrate,
+    MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordCache, RecordReset, RecordStore,
+    migrate,
 };
 #[cfg(feature = "openapi")]
 pub use routes::openapi;

@@ -31,7 +31,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::Result;
-use crate::presence::{DaySecret, PresenceStore};
+use crate::presence::{DaySecret, DaySecrets};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -155,7 +155,7 @@ impl Pseudonymizer {
     pub(crate) async fn members_of(
         &self,
         day: NaiveDate,
-        presence: &dyn PresenceStore,
+        secrets: Option<&dyn DaySecrets>,
     ) -> Result<Option<Members>> {
         let configured = match &self.ids {
             VisitorIds::Raw => return Ok(Some(Members::Raw)),
@@ -166,7 +166,10 @@ impl Pseudonymizer {
         }
         let secret = match self.cached(day) {
             Some(s) => s,
-            None => match presence.day_secret(&day.to_string()).await? {
+            None => match match secrets {
+                Some(store) => store.day_secret(&day.to_string()).await?,
+                None => None,
+            } {
                 Some(s) => {
                     self.hold(day, s.clone());
                     s

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::counters::{Counters, LogLimiter, add, incr};
 use crate::dedupe::Dedupe;
-use crate::presence::{Batch, Marked, PresenceStore};
+use crate::presence::{Batch, DaySecrets, Marked, PresenceStore};
 use crate::privacy::{Members, Pseudonymizer};
 use crate::queue::{Ack, Msg};
 use crate::who::Who;
@@ -323,6 +323,8 @@ impl Reporter {
 #[derive(Clone)]
 pub(crate) struct Writer {
     pub(crate) presence: Arc<dyn PresenceStore>,
+    /// Where the store keeps the day secrets, if it does.
+    pub(crate) secrets: Option<Arc<dyn DaySecrets>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) counters: Arc<Counters>,
     /// Turns visitor and bot addresses into stored members (keyed hashes by
@@ -481,7 +483,7 @@ impl Writer {
         }
         let yesterday = now.date_naive().pred_opt()?;
         self.pseudonyms
-            .members_of(yesterday, &*self.presence)
+            .members_of(yesterday, self.secrets.as_deref())
             .await
             .ok()
             .flatten()

@@ -19,7 +19,7 @@ use crate::counters::{LogLimiter, incr};
 use crate::lease::TickLease;
 use crate::presence::{Counts, HiddenUsers, PresenceStore};
 use crate::record::RecordReset;
-use crate::record::RecordStore;
+use crate::record::{CachingRecord, RecordStore};
 use crate::sync::lock;
 use crate::{Error, Record, Result};
 
@@ -53,12 +53,6 @@ pub(crate) struct TickerState {
     /// A raise the record store has not taken yet; retried every tick. Touched
     /// under the gate only.
     pending: Mutex<Option<Record>>,
-    /// A record the record store holds (it answered this instance with it: a
-    /// raise, a reset, a read) that the cache has not taken yet (its write is
-    /// under way, or failed): merged over what the cache serves meanwhile, and
-    /// written again at every tick until the cache takes it, so that a failed
-    /// cache write never hides a record this instance wrote.
-    refill: Mutex<Option<Record>>,
     log: LogLimiter,
     /// This instance's id; the value it writes into the tick lease.
     instance_id: String,
@@ -93,10 +87,10 @@ fn carries(stored: &Record, candidate: &Record) -> bool {
 /// settings it works with, and its state between ticks.
 pub(crate) struct Ticker {
     pub(crate) presence: Arc<dyn PresenceStore>,
-    pub(crate) record: Arc<dyn RecordStore>,
+    /// The record store behind its cache.
+    pub(crate) record: Arc<CachingRecord>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) window: Duration,
-    pub(crate) cache_ttl: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) hidden_users: HiddenUsers,
     pub(crate) state: TickerState,
@@ -164,7 +158,7 @@ impl Ticker {
         let now = self.clock.now();
 
         // A cache write that failed earlier goes first, so the read below sees it.
-        self.retry_refill().await;
+        self.record.retry_refill().await;
         // Postgres is the truth: whether to raise is decided against the record
         // read now, never against one this instance saw earlier, which a reset
         // may have lowered since.
@@ -243,7 +237,6 @@ impl Ticker {
                 }
             };
             lock(&state.known).merge(&stored);
-            self.refill_cache(&stored).await;
             if stored.generation > candidate.generation {
                 self.drop_stale(&candidate);
                 if let Some(f) = fresh.take() {
@@ -319,10 +312,10 @@ impl Ticker {
         if ticks {
             // Failures are logged and counted inside; the next tick retries.
             let _ = self.tick().await;
-        } else if lock(&state.pending).is_some() || lock(&state.refill).is_some() {
+        } else if lock(&state.pending).is_some() || self.record.refill_waiting() {
             let _gate = state.gate.lock().await;
             self.raise_pending().await;
-            self.retry_refill().await;
+            self.record.retry_refill().await;
         }
     }
 
@@ -338,96 +331,12 @@ impl Ticker {
     }
 
     /// The record from the cache, else from the record store (refilling the
-    /// cache); an error only when neither answers. A cached record behind one
-    /// this instance wrote but the cache has not taken yet is served with that
-    /// one merged over it.
+    /// cache); an error only when neither answers.
     pub(crate) async fn current_record(&self) -> Result<Record> {
-        let cache_up = match self.presence.cached_record().await {
-            Ok(Some(r)) => return Ok(self.merge_unsynced(r)),
-            Ok(None) => true,
-            Err(e) => {
-                incr(&self.counters.cache_errors);
-                tracing::debug!(error = %e, "whos-online: record cache unreadable");
-                false
-            }
-        };
-        let r = self.record.load().await.inspect_err(|e| {
+        self.record.load().await.inspect_err(|e| {
             incr(&self.counters.record_errors);
             tracing::debug!(error = %e, "whos-online: record store unreadable");
-        })?;
-        if cache_up {
-            self.refill_cache(&r).await;
-        }
-        Ok(r)
-    }
-
-    /// `cached` with a record the cache has not taken yet merged over it
-    /// ([`Record::merge`]): a cache that missed a write of this instance (a
-    /// raise, or a reset) is not served as it is.
-    fn merge_unsynced(&self, cached: Record) -> Record {
-        let mut slot = lock(&self.state.refill);
-        let Some(unsynced) = *slot else {
-            return cached;
-        };
-        if unsynced.generation < cached.generation {
-            // Reset since: the cache is ahead, the refill would be ignored.
-            *slot = None;
-            return cached;
-        }
-        let mut r = cached;
-        r.merge(&unsynced);
-        r
-    }
-
-    /// Writes `record` into the cache. Until the cache has taken it, it waits in
-    /// the refill slot: reads merge it over the cache, and every tick writes it
-    /// again (the cache merge never lowers, so a late write is safe).
-    async fn refill_cache(&self, record: &Record) {
-        self.schedule_refill(record);
-        self.write_refill(false).await;
-    }
-
-    fn schedule_refill(&self, record: &Record) {
-        let mut slot = lock(&self.state.refill);
-        match slot.as_mut() {
-            Some(r) => {
-                r.merge(record);
-            }
-            None => *slot = Some(*record),
-        }
-    }
-
-    /// Writes a record the cache failed to take earlier, if any.
-    async fn retry_refill(&self) {
-        self.write_refill(true).await;
-    }
-
-    /// Writes the record waiting in the refill slot into the cache. It stays in
-    /// the slot during the write, so reads meanwhile still merge it.
-    async fn write_refill(&self, retry: bool) {
-        let Some(record) = *lock(&self.state.refill) else {
-            return;
-        };
-        if retry {
-            incr(&self.counters.cache_refill_retries);
-        }
-        match self.presence.cache_record(&record, self.cache_ttl).await {
-            Ok(()) => {
-                // Unless a newer one came meanwhile: that waits for the next tick.
-                let mut slot = lock(&self.state.refill);
-                if *slot == Some(record) {
-                    *slot = None;
-                }
-            }
-            Err(e) => {
-                incr(&self.counters.cache_errors);
-                if !retry && self.state.log.allow(30) {
-                    tracing::warn!(error = %e, "whos-online: record cache not written; retried at the next tick");
-                } else {
-                    tracing::debug!(error = %e, "whos-online: record cache not written");
-                }
-            }
-        }
+        })
     }
 
     /// Lowers the record (see [`WhosOnline::reset_record`]).
@@ -468,7 +377,6 @@ impl Ticker {
         if let Some(stale) = lock(&state.pending).take_if(|p| p.generation < stored.generation) {
             self.drop_stale(&stale);
         }
-        self.refill_cache(&stored).await;
         tracing::info!(
             max_users = stored.max_users,
             max_visitors = stored.max_visitors,

@@ -14,9 +14,9 @@ use crate::dedupe::Dedupe;
 use crate::handle::{Shared, Tasks, WhosOnline};
 use crate::layer::Reporting;
 use crate::lease::TickLease;
-use crate::presence::{MemoryPresence, PresenceStore, RedisPresence};
+use crate::presence::{DaySecrets, MemoryPresence, PresenceStore, RedisPresence};
 use crate::privacy::{Pseudonymizer, VisitorIds};
-use crate::record::{MemoryRecord, PostgresRecord, RecordStore};
+use crate::record::{CachingRecord, MemoryRecord, PostgresRecord, RecordCache, RecordStore};
 use crate::reporter::{Reporter, Waiting, Writer};
 use crate::ticker::{Ticker, TickerState};
 use crate::{Error, Result};
@@ -51,7 +51,7 @@ impl Builder {
         );
         let mut clock = self.clock;
         let mut lease = None;
-        let mut wire_redis = |store: RedisPresence| -> Arc<dyn PresenceStore> {
+        let mut wire_redis = |store: RedisPresence| -> Arc<RedisPresence> {
             let mut store = store.with_set_ttl(self.window.saturating_mul(2));
             store = match self.max_members {
                 Some(max) => store.with_max_members(max),
@@ -71,23 +71,35 @@ impl Builder {
             }
             Arc::new(store)
         };
-        let presence: Arc<dyn PresenceStore> = match self.presence {
-            PresenceChoice::Memory => Arc::new(match self.max_members {
+        // The built-in presence stores also keep the day secrets and cache the
+        // record; a store of the host's own brings either, or goes without.
+        let (presence, secrets, cache) = match self.presence {
+            PresenceChoice::Memory => three(Arc::new(match self.max_members {
                 Some(max) => MemoryPresence::new().with_max_members(max),
                 None => MemoryPresence::new().without_member_cap(),
-            }),
-            PresenceChoice::Redis(pool) => wire_redis(RedisPresence::new(pool, &self.prefix)),
-            PresenceChoice::RedisCluster(pool) => {
-                wire_redis(RedisPresence::cluster(pool, &self.prefix))
+            })),
+            PresenceChoice::Redis(pool) => {
+                three(wire_redis(RedisPresence::new(pool, &self.prefix)))
             }
-            PresenceChoice::Custom(store) => store,
+            PresenceChoice::RedisCluster(pool) => {
+                three(wire_redis(RedisPresence::cluster(pool, &self.prefix)))
+            }
+            PresenceChoice::Custom(store) => (store, None, None),
         };
+        let secrets = self.day_secrets.or(secrets);
+        let cache = self.record_cache.or(cache);
         let record: Arc<dyn RecordStore> = match self.record {
             RecordChoice::Memory => Arc::new(MemoryRecord::new()),
             RecordChoice::Postgres(pool) => Arc::new(PostgresRecord::new(pool)),
             RecordChoice::Custom(store) => store,
         };
         let counters = Arc::new(Counters::default());
+        let record = Arc::new(CachingRecord::new(
+            record,
+            cache,
+            self.cache_ttl,
+            Arc::clone(&counters),
+        ));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let cancel = CancellationToken::new();
         let ticker = Arc::new(Ticker {
@@ -95,7 +107,6 @@ impl Builder {
             record,
             clock: Arc::clone(&clock),
             window: self.window,
-            cache_ttl: self.cache_ttl,
             counters: Arc::clone(&counters),
             hidden_users: self.hidden_users,
             state: TickerState::new(instance_id, lease),
@@ -130,6 +141,7 @@ impl Builder {
         let reporter = Reporter {
             writer: Writer {
                 presence,
+                secrets,
                 clock,
                 counters,
                 pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
@@ -156,4 +168,19 @@ impl Builder {
         *crate::sync::lock(&shared.tasks) = tasks;
         Ok(WhosOnline { shared })
     }
+}
+
+/// A built-in presence store in its three roles: presence, day secrets, record cache.
+type Roles = (
+    Arc<dyn PresenceStore>,
+    Option<Arc<dyn DaySecrets>>,
+    Option<Arc<dyn RecordCache>>,
+);
+
+fn three<S: PresenceStore + DaySecrets + RecordCache>(store: Arc<S>) -> Roles {
+    (
+        Arc::clone(&store) as Arc<dyn PresenceStore>,
+        Some(Arc::clone(&store) as Arc<dyn DaySecrets>),
+        Some(store as Arc<dyn RecordCache>),
+    )
 }

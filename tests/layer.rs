@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum_whos_online::{
-    Batch, ClientIpSource, Counts, Marked, MemoryPresence, Online, PresenceStore, Record, User,
-    WhosOnline, identify_fn,
+    Batch, ClientIpSource, Counts, Marked, MemoryPresence, Online, PresenceStore, User, WhosOnline,
+    identify_fn,
 };
 use common::{Site, Stack, request_from};
 use http::Request;
@@ -457,12 +457,6 @@ impl PresenceStore for GatedStore {
     async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
         self.inner.online(cutoff, limit).await
     }
-    async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
-        self.inner.cached_record().await
-    }
-    async fn cache_record(&self, record: &Record, ttl: Duration) -> axum_whos_online::Result<()> {
-        self.inner.cache_record(record, ttl).await
-    }
 }
 
 /// A site on a gated store with one write held in it: a report of 10.0.0.1,
@@ -638,12 +632,6 @@ impl PresenceStore for FlakyStore {
     }
     async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
         self.0.inner.online(cutoff, limit).await
-    }
-    async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
-        self.0.inner.cached_record().await
-    }
-    async fn cache_record(&self, record: &Record, ttl: Duration) -> axum_whos_online::Result<()> {
-        self.0.inner.cache_record(record, ttl).await
     }
 }
 

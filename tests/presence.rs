@@ -5,13 +5,19 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_whos_online::{Batch, DaySecret, MemoryPresence, PresenceStore, Record, RedisPresence};
+use axum_whos_online::{
+    Batch, DaySecret, DaySecrets, MemoryPresence, PresenceStore, Record, RecordCache, RedisPresence,
+};
 use chrono::DateTime;
 use common::Stack;
 
 const T: i64 = 1_764_000_000;
 
-fn store(stack: Stack) -> Arc<dyn PresenceStore> {
+/// Both built-in stores play three roles: presence, day secrets, record cache.
+trait Roles: PresenceStore + DaySecrets + RecordCache {}
+impl<S: PresenceStore + DaySecrets + RecordCache> Roles for S {}
+
+fn store(stack: Stack) -> Arc<dyn Roles> {
     match stack {
         Stack::Real => {
             Arc::new(RedisPresence::from_url(&common::redis_url(), &common::prefix()).unwrap())

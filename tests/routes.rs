@@ -152,19 +152,6 @@ impl PresenceStore for CountingReads {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.online(cutoff, limit).await
     }
-    async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
-        self.inner.cached_record().await
-    }
-    async fn cache_record(
-        &self,
-        record: &Record,
-        ttl: std::time::Duration,
-    ) -> axum_whos_online::Result<()> {
-        self.inner.cache_record(record, ttl).await
-    }
-    async fn day_secret(&self, day: &str) -> axum_whos_online::Result<Option<String>> {
-        self.inner.day_secret(day).await
-    }
 }
 
 async fn bad_queries_are_json_400(stack: Stack) {

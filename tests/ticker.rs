@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum_whos_online::{
-    Batch, Counts, Error, Marked, MemoryPresence, Online, PostgresRecord, PresenceStore, Record,
-    RecordReset, RecordStore, RedisPresence, WhosOnline,
+    Error, MemoryPresence, PostgresRecord, Record, RecordCache, RecordReset, RecordStore,
+    RedisPresence, WhosOnline,
 };
 use common::proxy::Proxy;
 use common::{ClockExt, Site, Stack};
@@ -286,27 +286,15 @@ async fn reset_record_to_the_current_counts(stack: Stack) {
     assert_eq!(site.whos.record().await.unwrap(), tick.record);
 }
 
-/// A presence store whose record cache writes fail while `failing` is above 0,
-/// one per write: a cache that misses the write after a raise or a reset.
+/// A record cache whose writes fail while `failing` is above 0, one per write:
+/// a cache that misses the write after a raise or a reset.
 struct FlakyCache {
-    inner: Arc<dyn PresenceStore>,
+    inner: Arc<dyn RecordCache>,
     failing: Arc<AtomicUsize>,
 }
 
 #[async_trait]
-impl PresenceStore for FlakyCache {
-    async fn mark_seen(&self, at: i64, batch: &Batch) -> axum_whos_online::Result<Marked> {
-        self.inner.mark_seen(at, batch).await
-    }
-    async fn day_secret(&self, day: &str) -> axum_whos_online::Result<Option<String>> {
-        self.inner.day_secret(day).await
-    }
-    async fn prune_and_count(&self, cutoff: i64) -> axum_whos_online::Result<Counts> {
-        self.inner.prune_and_count(cutoff).await
-    }
-    async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
-        self.inner.online(cutoff, limit).await
-    }
+impl RecordCache for FlakyCache {
     async fn cached_record(&self) -> axum_whos_online::Result<Option<Record>> {
         self.inner.cached_record().await
     }
@@ -325,11 +313,12 @@ impl PresenceStore for FlakyCache {
     }
 }
 
-/// A site whose record cache writes fail on demand: the site, its presence
-/// store underneath (to read the cache as it is), and the number of writes to fail.
-async fn flaky_site(stack: Stack) -> (Site, Arc<dyn PresenceStore>, Arc<AtomicUsize>) {
+/// A site whose record cache writes fail on demand: the site, the cache
+/// underneath (to read it as it is), and the number of writes to fail. With
+/// Redis, the cache is the site's own record hash.
+async fn flaky_site(stack: Stack) -> (Site, Arc<dyn RecordCache>, Arc<AtomicUsize>) {
     let prefix = common::prefix();
-    let inner: Arc<dyn PresenceStore> = match stack {
+    let inner: Arc<dyn RecordCache> = match stack {
         Stack::Real => Arc::new(RedisPresence::new(
             axum_whos_online::redis_pool(&common::redis_url()).unwrap(),
             &prefix,
@@ -341,7 +330,7 @@ async fn flaky_site(stack: Stack) -> (Site, Arc<dyn PresenceStore>, Arc<AtomicUs
         inner: Arc::clone(&inner),
         failing: Arc::clone(&failing),
     };
-    let site = Site::with(stack, |b| b.prefix(&prefix).presence_store(store)).await;
+    let site = Site::with(stack, |b| b.prefix(&prefix).record_cache(store)).await;
     (site, inner, failing)
 }
 

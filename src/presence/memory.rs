@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, Marked, Online, PresenceStore};
+use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, Online, PresenceStore};
+use crate::record::RecordCache;
 use crate::{Record, Result};
 
 /// An in-memory presence store: the embedded default when no Redis is configured.
@@ -269,7 +270,10 @@ impl PresenceStore for MemoryPresence {
             bot_count: inner.bots.count_since(cutoff),
         })
     }
+}
 
+#[async_trait]
+impl RecordCache for MemoryPresence {
     async fn cached_record(&self) -> Result<Option<Record>> {
         let mut inner = self.lock();
         match inner.cache {
@@ -296,7 +300,10 @@ impl PresenceStore for MemoryPresence {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl DaySecrets for MemoryPresence {
     async fn day_secret(&self, day: &str) -> Result<Option<String>> {
         let inner = self.lock();
         Ok(inner

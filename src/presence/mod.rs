@@ -2,20 +2,20 @@
 //! implementations.
 //!
 //! Each store keeps sorted sets (users, hidden users, visitors, bots), mapping a
-//! member to its last-seen time in unix seconds. It also caches the [`Record`] (Redis hash
-//! `{prefix}:record`) so that `/stats` and the ticker rarely need Postgres.
+//! member to its last-seen time in unix seconds ([`PresenceStore`]). Both stores
+//! also keep each day's visitor secret for every instance ([`DaySecrets`]) and
+//! cache the [`Record`](crate::Record) (a [`RecordCache`](crate::RecordCache),
+//! Redis hash `{prefix}:record`): three capabilities, three traits.
 
 mod memory;
 mod redis;
-
-use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use self::memory::MemoryPresence;
 pub use self::redis::{RedisPresence, redis_cluster_pool, redis_pool};
 
-use crate::{Record, Result};
+use crate::Result;
 
 /// How many members of each kind are within the window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -202,22 +202,19 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Who is online: members seen at or after `cutoff`, whether or not pruning has
     /// run. At most `limit` user names, the most recently seen.
     async fn online(&self, cutoff: i64, limit: usize) -> Result<Online>;
+}
 
-    /// The cached record, or `None` when the cache is empty or expired.
-    async fn cached_record(&self) -> Result<Option<Record>>;
-
-    /// Merges `record` into the cache with [`Record::merge`]'s rule: of the same
-    /// generation, raise-only, as the record store (so a slow writer can never
-    /// lower it); of a higher generation (a reset), it replaces the cache; of a
-    /// lower one (read before a reset), it is ignored. A newly filled or replaced
-    /// cache gets the time to live `ttl`. The cache keeps the generation.
-    async fn cache_record(&self, record: &Record, ttl: Duration) -> Result<()>;
-
-    /// The secret the store holds for `day` (`YYYY-MM-DD`, UTC), if any, without
-    /// storing one: used to retire the previous day's pseudonyms after midnight.
-    /// The default holds none. See [`privacy`](crate#privacy).
-    async fn day_secret(&self, day: &str) -> Result<Option<String>> {
-        let _ = day;
-        Ok(None)
-    }
+/// The read side of the day secrets a presence store keeps for every instance
+/// (see [`DaySecret`]): the store claims a day's secret in the same round trip
+/// as a write ([`Batch::keyed_by`]); this reads one back without storing one.
+///
+/// [`RedisPresence`] and [`MemoryPresence`] keep them. A store of your own that
+/// confirms [`Batch::keyed_by`] names its secrets with
+/// [`Builder::day_secrets`](crate::Builder::day_secrets).
+#[async_trait]
+pub trait DaySecrets: Send + Sync + 'static {
+    /// The secret held for `day` (`YYYY-MM-DD`, UTC), if any, without storing
+    /// one: used to retire the previous day's pseudonyms after midnight. See
+    /// [`privacy`](crate#privacy).
+    async fn day_secret(&self, day: &str) -> Result<Option<String>>;
 }

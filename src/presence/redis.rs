@@ -9,8 +9,9 @@ use chrono::DateTime;
 use deadpool_redis::redis::{self, Script, aio::ConnectionLike};
 use deadpool_redis::{Pool, Runtime, cluster};
 
-use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, Marked, Online, PresenceStore};
+use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, Online, PresenceStore};
 use crate::clock::ServerClock;
+use crate::record::RecordCache;
 use crate::{Error, Record, Result};
 
 /// Members per `ZADD` in one write: a write of up to `max_pending` members goes
@@ -666,7 +667,10 @@ impl PresenceStore for RedisPresence {
             bot_count,
         })
     }
+}
 
+#[async_trait]
+impl RecordCache for RedisPresence {
     async fn cached_record(&self) -> Result<Option<Record>> {
         let mut conn = self.conn().await?;
         let h: HashMap<String, String> = self
@@ -692,7 +696,10 @@ impl PresenceStore for RedisPresence {
             .arg(record.generation);
         self.timed(invocation.invoke_async::<()>(&mut conn)).await
     }
+}
 
+#[async_trait]
+impl DaySecrets for RedisPresence {
     async fn day_secret(&self, day: &str) -> Result<Option<String>> {
         let key = format!("{}:{day}", self.secret_prefix);
         let mut conn = self.conn().await?;

@@ -1,15 +1,21 @@
-//! The all-time record: the store seam, and its Postgres and in-memory implementations.
+//! The all-time record: the store seam and its Postgres and in-memory
+//! implementations, the cache seam, and the two composed.
 //!
-//! Postgres is the truth; Redis holds a cache of it (see
-//! [`PresenceStore::cached_record`](crate::PresenceStore::cached_record)).
+//! Postgres is the truth; Redis holds a cache of it (a [`RecordCache`]). The
+//! ticker reads and writes the record store through the cache
+//! (`caching.rs`), so neither implementation knows the other.
 
+mod caching;
 mod memory;
 mod postgres;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 
+pub(crate) use caching::CachingRecord;
 pub use memory::MemoryRecord;
 pub use postgres::{MIGRATIONS, PostgresRecord, migrate};
 
@@ -190,4 +196,25 @@ pub trait RecordStore: Send + Sync + 'static {
     /// nothing, when `to` holds a count above the stored one. `to`'s generation
     /// is not looked at.
     async fn reset(&self, to: &Record) -> Result<Record>;
+}
+
+/// A cache of the record in front of a [`RecordStore`], so that `/stats` and the
+/// ticker rarely read the store itself.
+///
+/// [`RedisPresence`](crate::RedisPresence) is one (a Redis hash
+/// `{prefix}:record`, in the same slot as the sets), and so is
+/// [`MemoryPresence`](crate::MemoryPresence). The builder puts the presence
+/// store's cache in front of the record store; name another with
+/// [`Builder::record_cache`](crate::Builder::record_cache).
+#[async_trait]
+pub trait RecordCache: Send + Sync + 'static {
+    /// The cached record, or `None` when the cache is empty or expired.
+    async fn cached_record(&self) -> Result<Option<Record>>;
+
+    /// Merges `record` into the cache with [`Record::merge`]'s rule: of the same
+    /// generation, raise-only, as the record store (so a slow writer can never
+    /// lower it); of a higher generation (a reset), it replaces the cache; of a
+    /// lower one (read before a reset), it is ignored. A newly filled or replaced
+    /// cache gets the time to live `ttl`. The cache keeps the generation.
+    async fn cache_record(&self, record: &Record, ttl: Duration) -> Result<()>;
 }
