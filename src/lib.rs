@@ -82,7 +82,6 @@ mod hash;
 mod identity;
 mod known;
 mod layer;
-mod lease;
 mod metrics;
 mod presence;
 mod privacy;

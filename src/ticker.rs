@@ -1,7 +1,7 @@
 //! The ticker: ages the sets out, counts them, and raises the record.
 //!
 //! With Redis, one instance at a time runs the background tick: the holder of the
-//! tick lease (see `lease.rs`). The others skip the prune and count, but still
+//! tick lease (see `presence/redis/lease.rs`). The others skip the prune and count, but still
 //! retry a raise of their own that the record store refused earlier, so a peak
 //! one of them saw is never lost when the lease moves.
 
@@ -16,8 +16,7 @@ use tracing::Instrument;
 use crate::clock::Clock;
 use crate::counters::Counters;
 use crate::counters::{LogLimiter, incr};
-use crate::lease::TickLease;
-use crate::presence::{Counts, HiddenUsers, PresenceStore};
+use crate::presence::{Counts, HiddenUsers, PresenceStore, TickLease};
 use crate::record::RecordReset;
 use crate::record::{CachingRecord, RecordStore};
 use crate::sync::lock;

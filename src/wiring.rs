@@ -13,8 +13,7 @@ use crate::counters::{Counters, LogLimiter};
 use crate::dedupe::Dedupe;
 use crate::handle::{Shared, Tasks, WhosOnline};
 use crate::layer::Reporting;
-use crate::lease::TickLease;
-use crate::presence::{DaySecrets, MemoryPresence, PresenceStore, RedisPresence};
+use crate::presence::{DaySecrets, MemoryPresence, PresenceStore, RedisPresence, TickLease};
 use crate::privacy::{Pseudonymizer, VisitorIds};
 use crate::record::{CachingRecord, MemoryRecord, PostgresRecord, RecordCache, RecordStore};
 use crate::reporter::{Reporter, Waiting, Writer};
@@ -39,7 +38,7 @@ impl Builder {
         }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("build() must be called inside a Tokio runtime".into()))?;
-        let instance_id = crate::lease::new_instance_id();
+        let instance_id = crate::presence::new_instance_id();
         // De-duplication reads the configured clock: it only needs differences.
         let dedupe = Arc::new(Dedupe::new(
             self.resolution.min(self.window / 10),

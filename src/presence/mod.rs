@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 pub use self::memory::MemoryPresence;
 pub use self::redis::{RedisPresence, redis_cluster_pool, redis_pool};
+pub(crate) use self::redis::{TickLease, new_instance_id};
 
 use crate::Result;
 

@@ -1,3 +1,9 @@
+//! The Redis implementation: the sorted sets and their Lua scripts, the record
+//! cache hash, the day secrets, and (in `lease.rs`) the tick lease that lets one
+//! instance at a time run the background tick.
+
+mod lease;
+
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -9,6 +15,7 @@ use chrono::DateTime;
 use deadpool_redis::redis::{self, Script, aio::ConnectionLike};
 use deadpool_redis::{Pool, Runtime, cluster};
 
+pub(crate) use self::lease::{TickLease, new_instance_id};
 use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, Online, PresenceStore};
 use crate::clock::ServerClock;
 use crate::record::RecordCache;

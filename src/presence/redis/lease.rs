@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use deadpool_redis::redis::Script;
 
+use super::RedisPresence;
 use crate::Result;
-use crate::presence::RedisPresence;
 
 /// Take the lease if free, renew it if ours; 1 when held afterwards, else 0.
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
