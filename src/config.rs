@@ -18,6 +18,12 @@ use crate::{Error, Result};
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Default tick interval: 60 seconds.
 pub const DEFAULT_TICK_INTERVAL: Duration = Duration::from_secs(60);
+/// Default interval of the view's refresh (see [`Builder::refresh`]).
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(1);
+/// Default number of names the view lists (see [`Builder::view_names`]).
+pub const DEFAULT_VIEW_NAMES: usize = 1_000;
+/// Default cap on open event streams per instance (see [`Builder::max_streams`]).
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
 /// Default time to live of the record cache in Redis: 4 hours.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(4 * 60 * 60);
 /// Default interval between writes of queued reports: 1 second.
@@ -89,6 +95,10 @@ pub struct Builder {
     pub(crate) prefix: String,
     pub(crate) window: Duration,
     pub(crate) tick_interval: Duration,
+    pub(crate) refresh: Duration,
+    pub(crate) view_names: usize,
+    pub(crate) background_refresh: bool,
+    pub(crate) max_streams: usize,
     pub(crate) background_ticker: bool,
     pub(crate) serve_openapi: bool,
     pub(crate) max_limit: u32,
@@ -133,6 +143,10 @@ impl Default for Builder {
             prefix: DEFAULT_PREFIX.to_owned(),
             window: DEFAULT_WINDOW,
             tick_interval: DEFAULT_TICK_INTERVAL,
+            refresh: DEFAULT_REFRESH,
+            view_names: DEFAULT_VIEW_NAMES,
+            background_refresh: true,
+            max_streams: DEFAULT_MAX_STREAMS,
             background_ticker: true,
             serve_openapi: true,
             max_limit: DEFAULT_MAX_LIMIT,
@@ -350,6 +364,47 @@ impl Builder {
         self
     }
 
+    /// How often the view is refreshed (default 1 s, [`DEFAULT_REFRESH`];
+    /// 10 ms to 1 hour): one pipelined read of the presence store and one of
+    /// the record cache per refresh, whatever the traffic. Every read of the
+    /// counts ([`WhosOnline::view`](crate::WhosOnline::view), `GET /online`,
+    /// `GET /stats`, the event stream) is at most this old while the stores answer.
+    #[must_use]
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.refresh = every;
+        self
+    }
+
+    /// How many names the view lists: the most recently seen users (default
+    /// 1,000, [`DEFAULT_VIEW_NAMES`]; 0 to 10,000). `GET /online?limit=N` and
+    /// [`WhosOnline::online`](crate::WhosOnline::online) answer at most this
+    /// many; the counts are always complete.
+    #[must_use]
+    pub fn view_names(mut self, names: usize) -> Self {
+        self.view_names = names;
+        self
+    }
+
+    /// Whether to refresh the view in the background (default true). Without
+    /// it, the view changes only at [`WhosOnline::refresh_now`](crate::WhosOnline::refresh_now),
+    /// [`flush`](crate::WhosOnline::flush), [`tick_now`](crate::WhosOnline::tick_now)
+    /// and [`reset_record`](crate::WhosOnline::reset_record): for tests.
+    #[must_use]
+    pub fn background_refresh(mut self, run: bool) -> Self {
+        self.background_refresh = run;
+        self
+    }
+
+    /// The most event streams (`GET /online/events`) open at once on this
+    /// instance (default 10,000, [`DEFAULT_MAX_STREAMS`]); beyond it a new one
+    /// is answered `503` with `Retry-After`. Each open stream holds a
+    /// connection and a few KiB; none costs a store command.
+    #[must_use]
+    pub fn max_streams(mut self, max: usize) -> Self {
+        self.max_streams = max;
+        self
+    }
+
     /// Whether the router fragment serves `GET /openapi.json` (default true; needs
     /// the `openapi` feature, on by default).
     #[must_use]
@@ -502,6 +557,12 @@ impl Builder {
         }
         if self.tick_interval.is_zero() || self.flush_interval.is_zero() {
             return bad("tick and flush intervals must be above zero");
+        }
+        if self.refresh < Duration::from_millis(10) || self.refresh > Duration::from_secs(3600) {
+            return bad("the view's refresh interval must be from 10 ms to 1 hour");
+        }
+        if self.view_names > MAX_LIMIT as usize {
+            return bad("the view lists at most 10000 names");
         }
         if self.max_members == Some(0) {
             return bad("max members must be above zero (unlimited_members() lifts the cap)");

@@ -87,6 +87,18 @@ counters! {
     /// Raises kept from before a reset, dropped instead of written, or refused by
     /// the record store because a reset came first.
     stale_raises_dropped,
+    /// Successful refreshes of the view.
+    view_refreshes,
+    /// Refreshes of the view that could not read the presence store (the last
+    /// good view was kept).
+    view_refresh_errors,
+    /// Event streams (`GET /online/events`) opened.
+    streams_opened,
+    /// Event streams refused because the cap on open streams was reached.
+    streams_refused,
+    /// Views a slow stream subscriber never saw because a newer one replaced
+    /// them first (it gets the latest; nothing queues up).
+    stream_views_skipped,
 }
 
 pub(crate) fn incr(c: &AtomicU64) {

@@ -1,5 +1,6 @@
 //! The handle: one place that owns the stores, the queue and the background tasks.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -7,29 +8,36 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
 use crate::config::Builder;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::layer::{Reporting, WhosOnlineLayer};
-use crate::presence::{HiddenUsers, Online, PresenceStore};
+use crate::presence::Online;
 use crate::queue::Msg;
+use crate::refresher::Refresher;
 use crate::ticker::{TickReport, Ticker};
+use crate::view::View;
 use crate::{Error, Record, Result};
 
 pub(crate) struct Shared {
-    pub(crate) presence: Arc<dyn PresenceStore>,
-    pub(crate) clock: Arc<dyn Clock>,
     pub(crate) window: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) reporting: Arc<Reporting>,
     /// Prunes, counts and raises the record; shared with its background task.
     pub(crate) ticker: Arc<Ticker>,
+    /// Keeps the view current; shared with its background task.
+    pub(crate) refresher: Arc<Refresher>,
+    /// The view's refresh interval.
+    pub(crate) refresh: Duration,
     /// Whether the fragment serves `GET /openapi.json` (feature `openapi`).
     #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
     pub(crate) serve_openapi: bool,
     /// The ceiling of `limit` in `GET /online`.
     pub(crate) max_limit: u32,
-    pub(crate) hidden_users: HiddenUsers,
+    /// Event streams open now, and the cap.
+    pub(crate) open_streams: AtomicUsize,
+    pub(crate) max_streams: usize,
+    /// Cancelled to end every event stream (shutdown).
+    pub(crate) streams_end: CancellationToken,
     pub(crate) cancel: CancellationToken,
     pub(crate) tasks: Mutex<Tasks>,
 }
@@ -39,13 +47,10 @@ pub(crate) struct Shared {
 pub(crate) struct Tasks {
     pub(crate) reporter: Option<JoinHandle<Result<()>>>,
     pub(crate) ticker: Option<JoinHandle<()>>,
+    pub(crate) refresher: Option<JoinHandle<()>>,
 }
 
 impl Shared {
-    pub(crate) fn window_secs(&self) -> i64 {
-        i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX)
-    }
-
     fn tx(&self) -> &mpsc::Sender<Msg> {
         &self.reporting.tx
     }
@@ -60,9 +65,9 @@ impl Shared {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
 /// let whos = axum_whos_online::WhosOnline::builder().build()?;
-/// let online = whos.online(100).await?;
-/// assert_eq!(online.user_count, 0);
-/// assert_eq!(whos.record().await?.max_users, 0);
+/// let view = whos.view();
+/// assert_eq!(view.user_count(), 0);
+/// assert_eq!(view.record().max_users, 0);
 /// whos.shutdown().await?;
 /// # Ok(()) }
 /// ```
@@ -125,17 +130,51 @@ impl WhosOnline {
         self.shared.window
     }
 
-    /// Who is online now: at most `limit` names (the most recently seen, sorted by
-    /// name) and complete counts. Counts only members seen within the window, even
-    /// if the ticker has not pruned yet.
-    pub async fn online(&self, limit: usize) -> Result<Online> {
-        let cutoff = self.shared.clock.unix_secs() - self.shared.window_secs();
-        let online = self.shared.presence.online(cutoff, limit).await?;
-        Ok(self.shared.hidden_users.online(online))
+    /// The current view: counts, listed names, the record and how fresh they
+    /// are, as one shared snapshot. Synchronous, no I/O, never fails or blocks:
+    /// made for rendering a footer on every page.
+    ///
+    /// The view is refreshed every [`refresh`](crate::Builder::refresh)
+    /// interval (1 s by default) by one background read, shared by every
+    /// reader. When the stores fail it keeps the last good values;
+    /// [`View::as_of`] says how old they are.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// # let whos = axum_whos_online::WhosOnline::builder().build()?;
+    /// let view = whos.view();
+    /// println!("{} users and {} guests online", view.user_count(), view.visitor_count());
+    /// # whos.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn view(&self) -> Arc<View> {
+        self.shared.refresher.view()
     }
 
-    /// Names of the users online now (at most `limit`, the most recently seen,
-    /// sorted by name; hidden users never appear).
+    /// Refreshes the view now and returns it: for tests (after a
+    /// [`flush`](Self::flush), or with a manual clock and no background
+    /// refresh) and admin tools. Refreshes never overlap. An error, when the
+    /// presence store could not be read, leaves the last good view in place.
+    /// [`tick_now`](Self::tick_now) and [`reset_record`](Self::reset_record)
+    /// refresh the view too.
+    pub async fn refresh_now(&self) -> Result<Arc<View>> {
+        self.shared.refresher.refresh().await
+    }
+
+    /// Who is online, from the [view](Self::view): at most `limit` names (the
+    /// most recently seen, sorted by name; at most
+    /// [`view_names`](crate::Builder::view_names)) and complete counts.
+    ///
+    /// As old as the view: at most one [`refresh`](crate::Builder::refresh)
+    /// interval while the presence store answers (call
+    /// [`refresh_now`](Self::refresh_now) first to read the store now). Never
+    /// fails; the `Result` is kept for compatibility.
+    pub async fn online(&self, limit: usize) -> Result<Online> {
+        Ok(self.view().online(limit))
+    }
+
+    /// Names of the users online, from the [view](Self::view) (at most
+    /// `limit`, the most recently seen, sorted by name; hidden users never
+    /// appear). As old as the view.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
@@ -149,12 +188,14 @@ impl WhosOnline {
         Ok(self.online(limit).await?.users)
     }
 
-    /// How many users are online now, hidden ones included.
+    /// How many users are online, hidden ones included, from the
+    /// [view](Self::view): as old as the view.
     pub async fn user_count(&self) -> Result<u64> {
-        Ok(self.online(0).await?.user_count)
+        Ok(self.view().user_count())
     }
 
-    /// How many anonymous visitors are online now.
+    /// How many anonymous visitors are online, from the [view](Self::view): as
+    /// old as the view.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
@@ -164,18 +205,20 @@ impl WhosOnline {
     /// # whos.shutdown().await?; Ok(()) }
     /// ```
     pub async fn visitor_count(&self) -> Result<u64> {
-        Ok(self.online(0).await?.visitor_count)
+        Ok(self.view().visitor_count())
     }
 
-    /// How many bots are online now.
+    /// How many bots are online, from the [view](Self::view): as old as the view.
     pub async fn bot_count(&self) -> Result<u64> {
-        Ok(self.online(0).await?.bot_count)
+        Ok(self.view().bot_count())
     }
 
-    /// The all-time record: from the Redis cache, else from the record store (the
-    /// cache is then refilled). Errors only when neither store answers.
+    /// The all-time record, from the [view](Self::view), which reads it from
+    /// the Redis cache, else from the record store, at each refresh: as old as
+    /// the view, and never below the counts beside it. A raise or a reset by
+    /// this instance shows at once; one by another instance within one refresh.
     pub async fn record(&self) -> Result<Record> {
-        self.shared.ticker.current_record().await
+        Ok(self.view().record())
     }
 
     /// Lowers the all-time record, for an admin tool repairing a wrong one (a
@@ -200,13 +243,25 @@ impl WhosOnline {
     /// # whos.shutdown().await; Ok(()) }
     /// ```
     pub async fn reset_record(&self, to: crate::RecordReset) -> Result<Record> {
-        self.shared.ticker.reset_record(to).await
+        let stored = self.shared.ticker.reset_record(to).await?;
+        self.refresh_quietly().await;
+        Ok(stored)
     }
 
-    /// Runs one tick now (prune, count, raise the record), whatever the interval.
-    /// For tests and admin tools; ticks of one instance never overlap.
+    /// Refreshes the view after something of this instance changed what it
+    /// shows; a failure is counted and logged by the refresher, and the
+    /// background refresh tries again.
+    async fn refresh_quietly(&self) {
+        let _ = self.shared.refresher.refresh().await;
+    }
+
+    /// Runs one tick now (prune, count, raise the record), whatever the
+    /// interval, then refreshes the view. For tests and admin tools; ticks of
+    /// one instance never overlap.
     pub async fn tick_now(&self) -> Result<TickReport> {
-        self.shared.ticker.tick().await
+        let report = self.shared.ticker.tick().await;
+        self.refresh_quietly().await;
+        report
     }
 
     /// Writes every report queued so far to the presence store, and waits for it.
@@ -216,6 +271,9 @@ impl WhosOnline {
     /// flush does not add an attempt: it waits for the next scheduled one (at
     /// most one [`flush_interval`](crate::Builder::flush_interval)), so callers
     /// cannot hammer a store that is down. Not meant for the request path.
+    ///
+    /// The [view](Self::view) shows the writes at its next refresh
+    /// ([`refresh_now`](Self::refresh_now) to have it at once).
     pub async fn flush(&self) -> Result<()> {
         let (ack, done) = oneshot::channel();
         self.shared
@@ -240,8 +298,14 @@ impl WhosOnline {
     /// could not be written is logged at error level and returned as
     /// [`Error::Unwritten`], with the number of members lost.
     pub async fn shutdown(&self) -> Result<()> {
+        self.end_streams();
         self.shared.cancel.cancel();
         let tasks = std::mem::take(&mut *crate::sync::lock(&self.shared.tasks));
+        if let Some(refresher) = tasks.refresher
+            && let Err(e) = refresher.await
+        {
+            tracing::error!(error = %e, "whos-online: view refresh task failed");
+        }
         if let Some(ticker) = tasks.ticker
             && let Err(e) = ticker.await
         {
@@ -253,6 +317,36 @@ impl WhosOnline {
                 tracing::error!(error = %e, "whos-online: reporter task failed");
                 Error::Task(e.to_string())
             })?,
+        }
+    }
+
+    /// Ends every open event stream (`GET /online/events`) cleanly, and every
+    /// one opened later at once: for a graceful shutdown, which waits for open
+    /// connections, and a stream never ends by itself.
+    /// [`shutdown_signal`](Self::shutdown_signal) and [`shutdown`](Self::shutdown)
+    /// call it.
+    pub fn end_streams(&self) {
+        self.shared.streams_end.cancel();
+    }
+
+    /// Completes on Ctrl-C or, on Unix, SIGTERM (as
+    /// [`crate::shutdown_signal`]), after ending this instance's event
+    /// streams: hand it to `axum::serve(..).with_graceful_shutdown`, which
+    /// otherwise waits for the streams forever.
+    ///
+    /// ```no_run
+    /// # async fn run(whos: axum_whos_online::WhosOnline, app: axum::Router) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(whos.shutdown_signal())
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let whos = self.clone();
+        async move {
+            crate::signal::shutdown_signal().await;
+            whos.end_streams();
         }
     }
 

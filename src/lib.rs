@@ -87,6 +87,7 @@ mod presence;
 mod privacy;
 mod queue;
 mod record;
+mod refresher;
 mod reporter;
 mod routes;
 #[cfg(feature = "tower-sessions")]
@@ -94,6 +95,7 @@ mod session;
 mod signal;
 mod sync;
 mod ticker;
+mod view;
 mod who;
 mod wiring;
 
@@ -105,8 +107,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTIFY_TIMEOUT,
     DEFAULT_IPV6_PREFIX, DEFAULT_LIMIT, DEFAULT_MAX_IDENTIFYING, DEFAULT_MAX_LIMIT,
-    DEFAULT_MAX_PENDING, DEFAULT_PREFIX, DEFAULT_QUEUE_CAPACITY, DEFAULT_RESOLUTION,
-    DEFAULT_SHUTDOWN_GRACE, DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW, MAX_LIMIT,
+    DEFAULT_MAX_PENDING, DEFAULT_MAX_STREAMS, DEFAULT_PREFIX, DEFAULT_QUEUE_CAPACITY,
+    DEFAULT_REFRESH, DEFAULT_RESOLUTION, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TICK_INTERVAL,
+    DEFAULT_VIEW_NAMES, DEFAULT_WINDOW, MAX_LIMIT,
 };
 pub use counters::CounterSnapshot;
 #[doc(hidden)]
@@ -120,7 +123,7 @@ pub use identity::{
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{
     Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, DaySecrets, HiddenUsers, Marked, MemoryPresence,
-    Online, PresenceStore, RedisPresence, redis_cluster_pool, redis_pool,
+    Online, PresenceStore, RedisPresence, Snapshot, redis_cluster_pool, redis_pool,
 };
 pub use record::{
     MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordCache, RecordReset, RecordStore,
@@ -128,11 +131,12 @@ pub use record::{
 };
 #[cfg(feature = "openapi")]
 pub use routes::openapi;
-pub use routes::{ErrorBody, OnlineResponse};
+pub use routes::{ErrorBody, OnlineEvent, OnlineResponse, StatsResponse};
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
 pub use signal::shutdown_signal;
 pub use ticker::TickReport;
+pub use view::View;
 
 // Every ```rust block of the README compiles as a doctest (`cargo test`), so the
 // README's snippets cannot drift from the API; `tests/readme.rs` checks that the

@@ -262,6 +262,26 @@ impl Ticker {
         }
     }
 
+    /// Raises the record to `fresh` (counts seen outside a tick, by the view's
+    /// refresh) through the same atomic, raise-only write as a tick; returns the
+    /// record as stored. `None` when the store failed (the raise is then kept
+    /// and retried at the next tick) or already has a raise waiting for it (so
+    /// a store that is down gets no more attempts than one per tick).
+    pub(crate) async fn raise_seen(&self, fresh: Record) -> Option<Record> {
+        let state = &self.state;
+        let _gate = state.gate.lock().await;
+        if let Some(pending) = lock(&state.pending).as_mut() {
+            pending.raise(&fresh);
+            return None;
+        }
+        let known = *lock(&state.known);
+        let fresh = Record {
+            generation: known.generation.max(fresh.generation),
+            ..fresh
+        };
+        self.write_raise(fresh, Some(fresh)).await.0
+    }
+
     /// Writes a raise the record store refused earlier, if any; the caller holds
     /// the gate. Whether it was written.
     async fn raise_pending(&self) -> bool {
@@ -346,9 +366,9 @@ impl Ticker {
             RecordReset::To { users, visitors } => (users, visitors),
             RecordReset::ToCurrentCounts => {
                 let cutoff = self.clock.unix_secs() - self.window_secs();
-                let online = self.presence.online(cutoff, 0).await?;
-                let online = self.hidden_users.online(online);
-                (online.user_count, online.visitor_count)
+                let seen = self.presence.snapshot(cutoff, 0).await?;
+                let counts = self.hidden_users.counts(seen.counts);
+                (counts.users, counts.visitors)
             }
         };
         let now = self.clock.now();

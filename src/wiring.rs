@@ -16,6 +16,7 @@ use crate::layer::Reporting;
 use crate::presence::{DaySecrets, MemoryPresence, PresenceStore, RedisPresence, TickLease};
 use crate::privacy::{Pseudonymizer, VisitorIds};
 use crate::record::{CachingRecord, MemoryRecord, PostgresRecord, RecordCache, RecordStore};
+use crate::refresher::Refresher;
 use crate::reporter::{Reporter, Waiting, Writer};
 use crate::ticker::{Ticker, TickerState};
 use crate::{Error, Result};
@@ -110,9 +111,16 @@ impl Builder {
             hidden_users: self.hidden_users,
             state: TickerState::new(instance_id, lease),
         });
+        let refresher = Arc::new(Refresher::new(
+            Arc::clone(&presence),
+            Arc::clone(&ticker),
+            Arc::clone(&clock),
+            self.window,
+            self.view_names,
+            self.hidden_users,
+            Arc::clone(&counters),
+        ));
         let shared = Arc::new(Shared {
-            presence: Arc::clone(&presence),
-            clock: Arc::clone(&clock),
             window: self.window,
             counters: Arc::clone(&counters),
             reporting: Arc::new(Reporting {
@@ -131,9 +139,13 @@ impl Builder {
                 identifying: Arc::new(tokio::sync::Semaphore::new(self.max_identifying)),
             }),
             ticker: Arc::clone(&ticker),
+            refresher: Arc::clone(&refresher),
+            refresh: self.refresh,
             serve_openapi: self.serve_openapi,
             max_limit: self.max_limit,
-            hidden_users: self.hidden_users,
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
+            max_streams: self.max_streams,
+            streams_end: CancellationToken::new(),
             cancel: cancel.clone(),
             tasks: Mutex::default(),
         });
@@ -160,6 +172,13 @@ impl Builder {
                 runtime.spawn(crate::ticker::run(
                     Arc::downgrade(&ticker),
                     self.tick_interval,
+                    cancel.clone(),
+                ))
+            }),
+            refresher: self.background_refresh.then(|| {
+                runtime.spawn(crate::refresher::run(
+                    Arc::downgrade(&refresher),
+                    self.refresh,
                     cancel,
                 ))
             }),

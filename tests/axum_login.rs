@@ -108,7 +108,7 @@ async fn users_come_from_the_auth_session(stack: Stack) {
         let cookie = res.headers()["set-cookie"].to_str().unwrap();
         cookies.push(cookie.split(';').next().unwrap().to_owned());
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     // The login requests were read before the handler logged in: visitors.
     assert_eq!(site.whos.online(10).await.unwrap().user_count, 0);
 
@@ -118,7 +118,7 @@ async fn users_come_from_the_auth_session(stack: Stack) {
         req.headers_mut().insert("cookie", cookie.parse().unwrap());
         assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(10).await.unwrap();
     assert_eq!(online.users, ["alice"]);
     assert_eq!((online.user_count, online.visitor_count), (2, 0));

@@ -14,7 +14,7 @@ async fn busy_members_are_queued_once_per_resolution(stack: Stack) {
         site.visit("10.0.0.1").await;
         site.visit_as("alice", "10.0.0.2").await;
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 2);
     let online = site.whos.online(10).await.unwrap();
     assert_eq!((online.user_count, online.visitor_count), (1, 1));
@@ -24,12 +24,12 @@ async fn busy_members_are_queued_once_per_resolution(stack: Stack) {
     site.clock.advance_secs(22);
     site.visit("10.0.0.1").await;
     site.visit_as("alice", "10.0.0.2").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 2);
     site.clock.advance_secs(8);
     site.visit("10.0.0.1").await;
     site.visit_as("alice", "10.0.0.2").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 4);
 }
 
@@ -52,7 +52,7 @@ async fn new_members_are_never_held_back(stack: Stack) {
                 .unwrap();
         }
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 6000);
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 6000);
 }
@@ -81,16 +81,16 @@ async fn hiding_goes_through_within_the_resolution(stack: Stack) {
         site.send(req)
     };
     view(false).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(10).await.unwrap().users, ["alice"]);
     view(true).await;
     view(true).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(10).await.unwrap();
     assert!(online.users.is_empty());
     assert_eq!(online.user_count, 1);
     view(false).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(10).await.unwrap().users, ["alice"]);
     assert_eq!(site.whos.counters().reports_queued, 3);
 }
@@ -100,7 +100,7 @@ async fn resolution_zero_queues_every_report(stack: Stack) {
     for _ in 0..10 {
         site.visit("10.0.0.1").await;
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 10);
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
 }
@@ -117,7 +117,7 @@ async fn resolution_is_capped_at_a_tenth_of_the_window(stack: Stack) {
     site.visit("10.0.0.1").await;
     site.clock.advance_secs(2);
     site.visit("10.0.0.1").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 2);
 }
 
@@ -131,7 +131,7 @@ async fn a_full_pending_list_is_written_at_once(stack: Stack) {
     for i in 1..=10 {
         site.visit(&format!("10.0.0.{i}")).await;
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let c = site.whos.counters();
     assert_eq!((c.reports_queued, c.pending_dropped), (10, 0));
     // Written when the 4th, 7th and 10th arrived, and the last one by `flush`.
@@ -169,15 +169,15 @@ async fn scores_move_once_per_resolution() {
         }
     };
     site.visit_as("alice", "10.0.0.1").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(score().await, Some(t0));
     site.clock.advance_secs(20);
     site.visit_as("alice", "10.0.0.1").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(score().await, Some(t0));
     site.clock.advance_secs(10);
     site.visit_as("alice", "10.0.0.1").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(score().await, Some(t0 + 30));
 }
 

@@ -44,8 +44,18 @@ where
 /// Whether the user `name` is listed by `/online` after a flush.
 async fn listed(site: &Site, name: &str) -> bool {
     let _ = site.whos.flush().await;
-    match site.whos.online(10_000).await {
-        Ok(o) => o.users.iter().any(|u| u == name),
+    match site.whos.refresh_now().await {
+        Ok(view) => view.users().iter().any(|u| u == name),
+        Err(_) => false,
+    }
+}
+
+/// Whether the store itself lists the user `name` (the view lists only the
+/// most recent 1,000), after a flush.
+async fn stored(site: &Site, store: &RedisPresence, name: &str) -> bool {
+    let _ = site.whos.flush().await;
+    match store.snapshot(0, 1_000_000).await {
+        Ok(s) => s.recent.iter().any(|(u, _)| u == name),
         Err(_) => false,
     }
 }
@@ -132,11 +142,13 @@ async fn redis_killed_under_load_then_back() {
         })
         .await,
     );
+    let store = RedisPresence::new(redis_pool(&redis.url()).unwrap(), &site.prefix);
     let load = Load::start(site.clone(), "u");
     eventually("load written", Duration::from_secs(10), || {
-        listed(&site, "u10")
+        stored(&site, &store, "u10")
     })
     .await;
+    let good = site.whos.refresh_now().await.unwrap();
 
     redis.kill();
     let killed_at = Instant::now();
@@ -148,7 +160,14 @@ async fn redis_killed_under_load_then_back() {
         site.whos.counters().flush_errors >= 3 && killed_at.elapsed() >= Duration::from_secs(1)
     })
     .await;
-    assert!(site.whos.online(10).await.is_err(), "Redis is down");
+    // The view keeps the last good values, and says how old they are.
+    assert!(site.whos.refresh_now().await.is_err(), "Redis is down");
+    let kept = site.whos.view();
+    assert_eq!(kept.as_of(), good.as_of());
+    assert!(kept.user_count() >= good.user_count());
+    let (status, online) = site.get_json("/online").await;
+    assert_eq!(status, 200, "{online}");
+    assert_eq!(online["user_count"], kept.user_count());
     let down_for = load.sent() - first_after_kill;
 
     redis.restart().await;
@@ -158,21 +177,26 @@ async fn redis_killed_under_load_then_back() {
         Duration::from_secs(10),
         || async {
             let marker = format!("u{}", load.sent().saturating_sub(1));
-            listed(&site, &marker).await
+            stored(&site, &store, &marker).await
         },
     )
     .await;
     let (sent, failed, slowest) = load.stop().await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
 
     assert_eq!(failed, 0, "every request of the host app succeeded");
     let c = site.whos.counters();
     assert_eq!((c.reports_dropped, c.pending_dropped), (0, 0));
     // The restarted Redis is empty: what was written before the kill is gone
     // until those users come back. Everything reported since the kill is there.
-    let online = site.whos.online(10_000).await.unwrap();
+    let seen = store.snapshot(0, 1_000_000).await.unwrap();
     let present: std::collections::HashSet<&str> =
-        online.users.iter().map(String::as_str).collect();
+        seen.recent.iter().map(|(u, _)| u.as_str()).collect();
+    // And the view is back to the store's counts, newer than the one kept.
+    site.clock.advance_secs(1);
+    let view = site.whos.refresh_now().await.unwrap();
+    assert_eq!(view.user_count(), seen.counts.users);
+    assert!(view.as_of() > good.as_of());
     let missing: Vec<usize> = (first_after_kill..sent)
         .filter(|i| !present.contains(format!("u{i}").as_str()))
         .collect();
@@ -296,11 +320,12 @@ async fn postgres_down_during_ticks_keeps_the_raise() {
     assert_eq!(tick.counts.users, 7);
     assert!(!tick.raised && tick.raise_pending);
     assert!(tick.record.max_users >= 2, "never lowered");
-    // /stats still answers (from the Redis cache), with the old record.
+    // /stats still answers, from the view: never below the 7 online beside
+    // it, though Postgres still holds 2 (the raise waits for it).
     let (status, stats) = site.get_json("/stats").await;
     assert_eq!(
         (status.as_u16(), stats["max_users"].as_u64()),
-        (200, Some(2))
+        (200, Some(7))
     );
 
     // The peak passes while Postgres is still down; ticks go on.
@@ -342,12 +367,12 @@ async fn redis_flushed_record_returns_and_presence_refills() {
         site.visit_as(u, "10.0.0.1").await;
     }
     site.visit("10.0.0.2").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let before = site.whos.tick_now().await.unwrap().record;
     assert_eq!((before.max_users, before.max_visitors), (3, 1));
 
     assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
-    let online = site.whos.online(100).await.unwrap();
+    let online = site.whos.refresh_now().await.unwrap().online(100);
     assert_eq!((online.user_count, online.visitor_count), (0, 0));
     // The record is read from Postgres and the cache filled again.
     assert_eq!(site.whos.record().await.unwrap(), before);
@@ -360,7 +385,7 @@ async fn redis_flushed_record_returns_and_presence_refills() {
     // again until it passes: the clock moves on a minute.)
     site.clock.advance_secs(60);
     site.visit_as("a", "10.0.0.1").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let tick = site.whos.tick_now().await.unwrap();
     assert_eq!(tick.counts.users, 1);
     assert_eq!(tick.record, before);
@@ -368,12 +393,14 @@ async fn redis_flushed_record_returns_and_presence_refills() {
     for u in ["b", "c", "d"] {
         site.visit_as(u, "10.0.0.1").await;
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(
         site.whos.online(100).await.unwrap().users,
         ["a", "b", "c", "d"]
     );
-    assert!(site.whos.tick_now().await.unwrap().raised);
+    // The view raised the record to them at once; the tick finds it done.
+    assert_eq!(site.whos.record().await.unwrap().max_users, 4);
+    assert!(!site.whos.tick_now().await.unwrap().raised);
     assert_eq!(site.whos.record().await.unwrap().max_users, 4);
 }
 
@@ -387,17 +414,17 @@ async fn redis_emptied_members_come_back_at_their_next_request() {
     let site = Site::with(Stack::Real, |b| b.redis(redis_pool(&redis.url()).unwrap())).await;
     site.visit_as("a", "10.0.0.1").await;
     site.visit("10.0.0.2").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
 
     // The clock does not move: everyone is well within the resolution. A new
     // member's write notices the loss...
     site.visit_as("z", "10.0.0.3").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     // ...and the earlier ones are written at their next request.
     site.visit_as("a", "10.0.0.1").await;
     site.visit("10.0.0.2").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(100).await.unwrap();
     assert_eq!(online.users, ["a", "z"]);
     assert_eq!(online.visitor_count, 1);
@@ -405,15 +432,15 @@ async fn redis_emptied_members_come_back_at_their_next_request() {
     // it anew, which also lets every visitor be written at its next request
     // (10.0.0.2 once more)...
     site.visit("10.0.0.4").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     site.visit("10.0.0.2").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 7);
     assert_eq!(site.whos.counters().visitor_secret_changes, 1);
     // ...and once settled, not again: further writes find marker and secret.
     site.visit("10.0.0.2").await;
     site.visit("10.0.0.4").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_queued, 7);
 }
 
@@ -432,9 +459,9 @@ async fn shutdown_writes_every_queued_report(stack: Stack) {
     let online = match stack {
         Stack::Real => {
             let store = RedisPresence::from_url(&common::redis_url(), &site.prefix).unwrap();
-            store.online(0, 10_000).await.unwrap()
+            store.snapshot(0, 10_000).await.unwrap().online(usize::MAX)
         }
-        Stack::Memory => site.whos.online(10_000).await.unwrap(),
+        Stack::Memory => site.whos.refresh_now().await.unwrap().online(10_000),
     };
     assert_eq!((online.user_count, online.visitor_count), (300, 300));
 }
@@ -446,7 +473,7 @@ async fn max_members_keeps_the_most_recent(stack: Stack) {
     for i in 0..6 {
         site.visit_as(&format!("u{i}"), "10.0.0.1").await;
         site.visit(&format!("10.4.0.{i}")).await;
-        site.whos.flush().await.unwrap();
+        site.settle().await;
         site.clock.advance_secs(1);
     }
     let online = site.whos.online(100).await.unwrap();
@@ -456,7 +483,7 @@ async fn max_members_keeps_the_most_recent(stack: Stack) {
     for n in ["e", "a", "d", "b", "c"] {
         site.visit_as(n, "10.0.0.1").await;
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(100).await.unwrap().users, ["c", "d", "e"]);
     let tick = site.whos.tick_now().await.unwrap();
     assert_eq!((tick.counts.users, tick.counts.visitors), (3, 3));
@@ -506,7 +533,7 @@ async fn flood_of_distinct_visitors_stays_bounded(stack: Stack) {
         }
     }
     let took = started.elapsed();
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let rss_after = rss_kib();
     let c = site.whos.counters();
     assert_eq!(c.reports_queued + c.reports_dropped, u64::from(N));

@@ -27,14 +27,14 @@ async fn bots_are_counted_apart_and_never_raise_the_record(stack: Stack) {
         .insert("user-agent", GOOGLEBOT.parse().unwrap());
     req.headers_mut().insert("x-user", "alice".parse().unwrap());
     site.send(req).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
 
     let (_, body) = site.get_json("/online").await;
     assert_eq!(body["bot_count"], 5);
     assert_eq!(body["visitor_count"], 1);
     assert_eq!(body["users"], serde_json::json!(["alice"]));
 
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let tick = site.whos.tick_now().await.unwrap();
     assert_eq!(tick.counts.bots, 5);
     // The record counts one visitor (10.0.0.1) plus the /online poll (127.0.0.1).
@@ -46,14 +46,14 @@ async fn bots_are_counted_apart_and_never_raise_the_record(stack: Stack) {
 async fn bot_filter_can_be_replaced_or_turned_off(stack: Stack) {
     let site = Site::with(stack, |b| b.bots(BotFilter::none())).await;
     visit_with_agent(&site, "66.249.66.1", GOOGLEBOT).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.visitor_count().await.unwrap(), 1);
     assert_eq!(site.whos.bot_count().await.unwrap(), 0);
 
     let site = Site::with(stack, |b| b.bots(BotFilter::new(["firefox"]))).await;
     visit_with_agent(&site, "10.0.0.1", FIREFOX).await;
     visit_with_agent(&site, "66.249.66.1", GOOGLEBOT).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.bot_count().await.unwrap(), 1);
     assert_eq!(site.whos.visitor_count().await.unwrap(), 1);
 }
@@ -73,7 +73,7 @@ async fn hidden_users_are_counted_never_listed(stack: Stack) {
     req.headers_mut().insert("x-user", "ghost".parse().unwrap());
     req.headers_mut().insert("x-hidden", "1".parse().unwrap());
     site.send(req).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
 
     let (_, body) = site.get_json("/online").await;
     assert_eq!(body["users"], serde_json::json!(["alice"]));
@@ -107,7 +107,7 @@ async fn hidden_users_can_count_as_guests(stack: Stack) {
     site.visit_as("bob", "10.0.0.3").await;
     site.send(hidden("ghost", "10.0.0.2")).await;
     site.visit("10.0.0.9").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let body = common::fragment(&site.whos, "/online").await;
     assert_eq!(body["users"], serde_json::json!(["alice", "bob"]));
     assert_eq!(
@@ -121,7 +121,7 @@ async fn hidden_users_can_count_as_guests(stack: Stack) {
     // bob turns hidden: he leaves the list and the user count together.
     site.clock.advance_secs(60);
     site.send(hidden("bob", "10.0.0.3")).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(10).await.unwrap();
     assert_eq!(online.users, ["alice"]);
     assert_eq!((online.user_count, online.visitor_count), (1, 3));
@@ -137,7 +137,7 @@ async fn skipped_routes_are_not_reported(stack: Stack) {
         site.send(request_from("10.0.0.1", uri)).await;
     }
     site.send(request_from("10.0.0.2", "/statistics")).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let (_, body) = site.get_json("/online").await;
     // Only /statistics (a 404, but a request all the same) was reported.
     assert_eq!(body["visitor_count"], 1);
@@ -156,7 +156,7 @@ async fn repeated_and_spoofed_proxy_headers(stack: Stack) {
     req.headers_mut()
         .insert("x-real-ip", "198.51.100.3".parse().unwrap());
     site.send(req).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     // The peer 10.0.0.1 and 198.51.100.3.
     assert_eq!(site.whos.visitor_count().await.unwrap(), 2);
 
@@ -174,7 +174,7 @@ async fn repeated_and_spoofed_proxy_headers(stack: Stack) {
             .append("x-forwarded-for", "203.0.113.7".parse().unwrap());
         site.send(req).await;
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.visitor_count().await.unwrap(), 1);
 }
 
@@ -229,7 +229,7 @@ async fn session_user_reads_name_and_hidden_flag() {
     }
     // The login requests themselves already count as the user: the session is
     // read after the handler ran.
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(10).await.unwrap();
     assert_eq!(online.users, ["alice"]);
     assert_eq!((online.user_count, online.visitor_count), (2, 0));
@@ -238,7 +238,7 @@ async fn session_user_reads_name_and_hidden_flag() {
     req.headers_mut()
         .insert("cookie", cookies[1].parse().unwrap());
     app.clone().oneshot(req).await.unwrap();
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(10).await.unwrap();
     assert_eq!(
         (online.users.len(), online.user_count, online.visitor_count),
@@ -348,7 +348,7 @@ async fn session_user_loads_a_session_once_per_resolution() {
     let loads = store.loads.load(SeqCst) - before;
     println!("session loads per 1,000 requests of one logged-in client: {loads}");
     assert_eq!(loads, 1);
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(10).await.unwrap().users, ["alice"]);
 
     // A new session is looked up: one more load.
@@ -374,7 +374,7 @@ async fn session_user_loads_a_session_once_per_resolution() {
         after_logout + 2,
         "nobody is not remembered"
     );
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(10).await.unwrap().visitor_count, 1);
 
     // Bob's session is ended by the handler: forgotten at once, so his old

@@ -47,15 +47,18 @@ async fn wave(fleet: &[WhosOnline], tag: &str, users: usize, visitors: usize) {
 
 /// `/online` on every instance, which must all agree; returns the common body.
 async fn agreed_online(fleet: &[WhosOnline]) -> serde_json::Value {
-    let first = fragment(&fleet[0], "/online?limit=10000").await;
-    for (i, whos) in fleet.iter().enumerate().skip(1) {
-        assert_eq!(
-            fragment(whos, "/online?limit=10000").await,
-            first,
-            "instance {i} disagrees"
-        );
+    // Each instance's view, refreshed now; `as_of` is each one's own.
+    let mut answers = Vec::new();
+    for whos in fleet {
+        whos.refresh_now().await.unwrap();
+        let mut online = fragment(whos, "/online?limit=10000").await;
+        online.as_object_mut().unwrap().remove("as_of");
+        answers.push(online);
     }
-    first
+    for (i, online) in answers.iter().enumerate().skip(1) {
+        assert_eq!(*online, answers[0], "instance {i} disagrees");
+    }
+    answers.swap_remove(0)
 }
 
 /// Four instances under concurrent load from distinct users, in three waves of
@@ -284,7 +287,7 @@ async fn skewed_clocks_count_right_on_server_time() {
         whos.flush().await.unwrap();
     }
     for whos in &fleet {
-        let online = whos.online(100).await.unwrap();
+        let online = whos.refresh_now().await.unwrap().online(100);
         assert_eq!(online.users, ["alice", "bob", "carol"]);
     }
     // The fast instance ticks: its cutoff is Redis time minus the window.
@@ -310,7 +313,7 @@ async fn skewed_clocks_count_right_on_server_time() {
     // The control: the same fast clock without server time puts the cutoff five
     // minutes into the future and sees nobody.
     let fast_local = build(Skewed(600), false);
-    assert_eq!(fast_local.online(100).await.unwrap().user_count, 0);
+    assert_eq!(fast_local.refresh_now().await.unwrap().user_count(), 0);
     for whos in fleet.iter().chain([&fast_local]) {
         whos.shutdown().await.unwrap();
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum_whos_online::{
-    Batch, ClientIpSource, Counts, Marked, MemoryPresence, Online, PresenceStore, User, WhosOnline,
-    identify_fn,
+    Batch, ClientIpSource, Counts, Marked, MemoryPresence, PresenceStore, Snapshot, User,
+    WhosOnline, identify_fn,
 };
 use common::{Site, Stack, request_from};
 use http::Request;
@@ -23,7 +23,7 @@ async fn user_or_visitor_never_both(stack: Stack) {
     site.visit_as("alice", "10.0.0.9").await;
     site.visit("10.0.0.2").await;
     site.visit("10.0.0.2").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(100).await.unwrap();
     assert_eq!(online.users, ["alice"]);
     assert_eq!(online.user_count, 1);
@@ -42,7 +42,7 @@ async fn a_deferred_hook_counts_like_an_immediate_one(stack: Stack) {
     req.headers_mut()
         .insert("x-user", "tab\there".parse().unwrap());
     site.send(req).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(100).await.unwrap();
     assert_eq!(online.users, ["alice", "bob"]);
     assert_eq!(online.visitor_count, 1);
@@ -89,7 +89,7 @@ async fn a_request_dropped_before_its_response_still_counts(stack: Stack) {
             &mut svc,
             request_from("10.0.0.7", "/"),
         ));
-        site.whos.flush().await.unwrap();
+        site.settle().await;
         let online = site.whos.online(10).await.unwrap();
         assert_eq!(online.users, ["carol"], "deferred: {deferred}");
         assert_eq!(online.visitor_count, 2, "deferred: {deferred}");
@@ -101,7 +101,7 @@ async fn ipv4_mapped_ipv6_is_one_visitor(stack: Stack) {
     site.visit("10.0.0.7").await;
     site.visit("::ffff:10.0.0.7").await;
     site.visit("2001:db8::7").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 2);
 }
 
@@ -125,7 +125,7 @@ async fn ipv6_visitors_count_by_their_prefix(stack: Stack) {
         for ip in addresses {
             site.visit(ip).await;
         }
-        site.whos.flush().await.unwrap();
+        site.settle().await;
         let online = site.whos.online(1).await.unwrap();
         assert_eq!(online.visitor_count, expected, "prefix {bits:?}");
         site.whos.shutdown().await.unwrap();
@@ -137,7 +137,7 @@ async fn the_member_cap_trims_and_counts(stack: Stack) {
     let site = Site::with(stack, |b| b.max_members(3)).await;
     for i in 0..5 {
         site.visit(&format!("10.0.1.{i}")).await;
-        site.whos.flush().await.unwrap();
+        site.settle().await;
         site.clock.advance_secs(1);
     }
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 3);
@@ -154,7 +154,7 @@ async fn proxy_headers_are_ignored_by_default(stack: Stack) {
             .insert("x-real-ip", spoof.parse().unwrap());
         assert_eq!(site.send(req).await.status(), 200);
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
 }
 
@@ -188,7 +188,7 @@ async fn a_named_proxy_header_is_used_and_bad_ones_fall_back(stack: Stack) {
         assert_eq!(site.send(req).await.status(), 200);
     }
     site.visit("10.0.0.1").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     // 198.51.100.1, 198.51.100.2 and the peer 10.0.0.1.
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 3);
 }
@@ -218,14 +218,14 @@ async fn bad_user_names_are_dropped_and_counted(stack: Stack) {
         );
         assert_eq!(site.send(req).await.status(), 200);
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(10).await.unwrap();
     assert_eq!((online.user_count, online.visitor_count), (0, 0));
     assert_eq!(site.whos.counters().reports_invalid, 3 + 5);
     // The longest allowed name goes through.
     site.visit_as(&"y".repeat(axum_whos_online::MAX_USER_NAME_LEN), "10.0.0.1")
         .await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(10).await.unwrap().user_count, 1);
 }
 
@@ -234,7 +234,7 @@ async fn no_address_and_no_user_is_counted_not_failed(stack: Stack) {
     // A server started without connect info: no peer address.
     let req = Request::get("/").body(Body::empty()).unwrap();
     assert_eq!(site.send(req).await.status(), 200);
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.counters().reports_unidentified, 1);
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 0);
 }
@@ -266,7 +266,7 @@ async fn a_slow_user_hook_never_delays_the_response(stack: Stack) {
     tokio::time::timeout(Duration::from_secs(5), async move {
         loop {
             whos.flush().await.unwrap();
-            if whos.online(10).await.unwrap().users == ["slow"] {
+            if whos.refresh_now().await.unwrap().users() == ["slow"] {
                 break;
             }
             tokio::task::yield_now().await;
@@ -325,7 +325,7 @@ async fn a_hook_that_never_answers_holds_tasks_to_the_cap(stack: Stack) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let c = site.whos.counters();
     assert_eq!((c.reports_queued, c.reports_dropped), (0, 0));
     let online = site.whos.online(10).await.unwrap();
@@ -339,7 +339,7 @@ async fn shutdown_writes_everything_queued(stack: Stack) {
     }
     site.visit_as("alice", "10.0.0.1").await;
     site.whos.shutdown().await.unwrap();
-    let online = site.whos.online(10).await.unwrap();
+    let online = site.whos.refresh_now().await.unwrap().online(10);
     assert_eq!((online.user_count, online.visitor_count), (1, 200));
     // After shutdown, reports are dropped and counted; requests still succeed.
     site.visit("10.9.9.9").await;
@@ -396,7 +396,7 @@ async fn identifications_beyond_the_cap_are_counted_and_spawn_nothing() {
     assert_eq!((c.identify_over_cap, c.identify_timeouts), (92, 0));
     // All eight permits are taken; a hook that answers at once still counts.
     site.visit_as("alice", "10.4.1.1").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let online = site.whos.online(10).await.unwrap();
     assert_eq!(
         (online.users, online.visitor_count),
@@ -417,7 +417,7 @@ async fn the_stored_visitor_is_the_rightmost_forwarded_address() {
     req.headers_mut()
         .insert("x-forwarded-for", "6.6.6.6, 203.0.113.5".parse().unwrap());
     site.send(req).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(
         common::redis_members(&site.prefix, "visitors").await,
         ["203.0.113.5"]
@@ -454,8 +454,8 @@ impl PresenceStore for GatedStore {
     async fn prune_and_count(&self, cutoff: i64) -> axum_whos_online::Result<Counts> {
         self.inner.prune_and_count(cutoff).await
     }
-    async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
-        self.inner.online(cutoff, limit).await
+    async fn snapshot(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Snapshot> {
+        self.inner.snapshot(cutoff, limit).await
     }
 }
 
@@ -524,7 +524,7 @@ async fn a_full_queue_drops_and_counts() {
     assert!((94..=96).contains(&c.reports_dropped), "{c:?}");
 
     let site = held.release().await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(
         site.whos.online(1).await.unwrap().visitor_count,
         c.reports_queued
@@ -552,7 +552,7 @@ async fn the_queue_drains_while_a_write_is_out() {
     assert!(!held.flushing.is_finished(), "the write is still held");
 
     let site = held.release().await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let c = site.whos.counters();
     assert_eq!((c.reports_queued, c.pending_dropped), (21, 0));
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 21);
@@ -630,8 +630,8 @@ impl PresenceStore for FlakyStore {
     async fn prune_and_count(&self, cutoff: i64) -> axum_whos_online::Result<Counts> {
         self.0.inner.prune_and_count(cutoff).await
     }
-    async fn online(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Online> {
-        self.0.inner.online(cutoff, limit).await
+    async fn snapshot(&self, cutoff: i64, limit: usize) -> axum_whos_online::Result<Snapshot> {
+        self.0.inner.snapshot(cutoff, limit).await
     }
 }
 
@@ -662,7 +662,7 @@ async fn a_flush_returns_the_write_error() {
     site.visit("10.0.0.2").await;
     assert!(site.whos.flush().await.is_err());
     flaky.failing.store(false, SeqCst);
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
 }
 
@@ -727,7 +727,7 @@ async fn shutdown_reports_what_it_could_not_write() {
         back.failing.store(false, SeqCst);
     });
     site.whos.shutdown().await.unwrap();
-    assert_eq!(site.whos.online(1).await.unwrap().visitor_count, 1);
+    assert_eq!(site.whos.refresh_now().await.unwrap().visitor_count(), 1);
 }
 
 /// Resident set size of this process, in KiB (Linux; `None` elsewhere).

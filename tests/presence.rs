@@ -52,17 +52,17 @@ async fn window_edges(stack: Stack) {
         .unwrap();
 
     // Seen exactly at the cutoff counts; one second before does not, pruned or not.
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert_eq!(online.users, ["inside"]);
     assert_eq!((online.user_count, online.visitor_count), (1, 1));
 
     // Not pruned yet: a wider window still sees both.
-    let wide = p.online(T - 1, 10).await.unwrap();
+    let wide = p.snapshot(T - 1, 10).await.unwrap().online(usize::MAX);
     assert_eq!(wide.users, ["inside", "outside"]);
 
     let counts = p.prune_and_count(T).await.unwrap();
     assert_eq!((counts.users, counts.visitors), (1, 1));
-    let after = p.online(T - 1, 10).await.unwrap();
+    let after = p.snapshot(T - 1, 10).await.unwrap().online(usize::MAX);
     assert_eq!(after.users, ["inside"]);
     assert_eq!(after.visitor_count, 1);
 }
@@ -76,12 +76,19 @@ async fn last_seen_never_moves_back(stack: Stack) {
     p.mark_seen(T, &batch(&["alice"], &["10.0.0.1"]))
         .await
         .unwrap();
-    let online = p.online(T + 50, 10).await.unwrap();
+    let online = p.snapshot(T + 50, 10).await.unwrap().online(usize::MAX);
     assert_eq!(online.users, ["alice"]);
     assert_eq!(online.visitor_count, 1);
     // And a newer one moves it forward.
     p.mark_seen(T + 200, &batch(&["alice"], &[])).await.unwrap();
-    assert_eq!(p.online(T + 150, 10).await.unwrap().users, ["alice"]);
+    assert_eq!(
+        p.snapshot(T + 150, 10)
+            .await
+            .unwrap()
+            .online(usize::MAX)
+            .users,
+        ["alice"]
+    );
 }
 
 async fn limit_keeps_the_most_recent_sorted_by_name(stack: Stack) {
@@ -89,12 +96,12 @@ async fn limit_keeps_the_most_recent_sorted_by_name(stack: Stack) {
     for (i, n) in ["carol", "alice", "dave", "bob"].iter().enumerate() {
         p.mark_seen(T + i as i64, &batch(&[n], &[])).await.unwrap();
     }
-    let online = p.online(T, 2).await.unwrap();
+    let online = p.snapshot(T, 2).await.unwrap().online(usize::MAX);
     // The two seen last are dave (T+2) and bob (T+3).
     assert_eq!(online.users, ["bob", "dave"]);
     assert_eq!(online.user_count, 4, "counts are never limited");
     assert_eq!(
-        p.online(T, 10).await.unwrap().users,
+        p.snapshot(T, 10).await.unwrap().online(usize::MAX).users,
         ["alice", "bob", "carol", "dave"]
     );
 }
@@ -107,7 +114,7 @@ async fn duplicates_count_once_and_kinds_stay_apart(stack: Stack) {
     p.mark_seen(T, &batch(&["alice"], &["10.0.0.1"]))
         .await
         .unwrap();
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert_eq!(online.users, ["alice", "bob"]);
     assert_eq!((online.user_count, online.visitor_count), (2, 2));
     // Empty batches are fine.
@@ -122,7 +129,7 @@ async fn hidden_users_count_but_are_not_listed(stack: Stack) {
         ..Batch::default()
     };
     p.mark_seen(T, &b).await.unwrap();
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert_eq!(online.users, ["alice"]);
     assert_eq!(online.user_count, 2);
     assert_eq!(p.prune_and_count(T).await.unwrap().users, 2);
@@ -134,7 +141,7 @@ async fn hidden_users_count_but_are_not_listed(stack: Stack) {
         ..Batch::default()
     };
     p.mark_seen(T + 1, &b).await.unwrap();
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert_eq!(online.users, ["ghost"]);
     assert_eq!(online.user_count, 2);
 }
@@ -147,7 +154,7 @@ async fn bots_are_counted_apart(stack: Stack) {
         ..Batch::default()
     };
     p.mark_seen(T, &b).await.unwrap();
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert_eq!((online.visitor_count, online.bot_count), (1, 2));
     let counts = p.prune_and_count(T + 1).await.unwrap();
     assert_eq!((counts.visitors, counts.bots), (0, 0));
@@ -170,7 +177,7 @@ async fn retired_members_are_removed(stack: Stack) {
         ..Batch::default()
     };
     p.mark_seen(T + 1, &next).await.unwrap();
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     // Visitors old-b and new-a; bots bot-kept and bot-new.
     assert_eq!((online.visitor_count, online.bot_count), (2, 2));
     let counts = p.prune_and_count(T + 1).await.unwrap();
@@ -204,13 +211,20 @@ async fn day_secret_first_claim_wins(stack: Stack) {
     let other = p.mark_seen(T, &keyed(&["v2"], "s2", "s2")).await.unwrap();
     assert!(other.keyed_wrong, "a second secret for the day is refused");
     assert_eq!(other.day_secret.as_deref(), Some("s1"));
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert_eq!((online.user_count, online.visitor_count), (1, 1));
 
     // Derived again from the held secret: written.
     let again = p.mark_seen(T, &keyed(&["v2"], "s1", "s9")).await.unwrap();
     assert!(!again.keyed_wrong);
-    assert_eq!(p.online(T, 10).await.unwrap().visitor_count, 2);
+    assert_eq!(
+        p.snapshot(T, 10)
+            .await
+            .unwrap()
+            .online(usize::MAX)
+            .visitor_count,
+        2
+    );
     assert_eq!(
         p.day_secret("2026-11-26").await.unwrap().as_deref(),
         Some("s1")
@@ -234,7 +248,14 @@ async fn a_lost_day_secret_takes_its_members_along() {
     p.mark_seen(T, &keyed(&["v1", "v2"], "s1", "s1"))
         .await
         .unwrap();
-    assert_eq!(p.online(0, 10).await.unwrap().visitor_count, 3);
+    assert_eq!(
+        p.snapshot(0, 10)
+            .await
+            .unwrap()
+            .online(usize::MAX)
+            .visitor_count,
+        3
+    );
 
     let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let mut conn = pool.get().await.unwrap();
@@ -253,13 +274,27 @@ async fn a_lost_day_secret_takes_its_members_along() {
     assert!(m.keyed_wrong);
     assert_eq!(m.day_secret.as_deref(), Some("s3"));
     assert_eq!(m.stale_removed, 2);
-    assert_eq!(p.online(0, 10).await.unwrap().visitor_count, 1);
+    assert_eq!(
+        p.snapshot(0, 10)
+            .await
+            .unwrap()
+            .online(usize::MAX)
+            .visitor_count,
+        1
+    );
     let m = p
         .mark_seen(T + 1, &keyed(&["v1*"], "s3", "s4"))
         .await
         .unwrap();
     assert!(!m.keyed_wrong);
-    assert_eq!(p.online(0, 10).await.unwrap().visitor_count, 2);
+    assert_eq!(
+        p.snapshot(0, 10)
+            .await
+            .unwrap()
+            .online(usize::MAX)
+            .visitor_count,
+        2
+    );
 }
 
 /// The cap trims the least recently seen and says how many.
@@ -282,14 +317,14 @@ async fn the_cap_reports_what_it_trims(stack: Stack) {
         .await
         .unwrap();
     assert_eq!(m.trimmed, 1 + 3);
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert_eq!(online.users, ["b", "c"]);
     assert_eq!((online.user_count, online.visitor_count), (2, 2));
 }
 
 async fn empty_store_counts_zero(stack: Stack) {
     let p = store(stack);
-    let online = p.online(T, 10).await.unwrap();
+    let online = p.snapshot(T, 10).await.unwrap().online(usize::MAX);
     assert!(online.users.is_empty());
     assert_eq!((online.user_count, online.visitor_count), (0, 0));
     let counts = p.prune_and_count(T).await.unwrap();
@@ -403,11 +438,11 @@ async fn a_large_write_lands_whole(stack: Stack) {
         ..Batch::default()
     };
     p.mark_seen(T, &big).await.unwrap();
-    let online = p.online(T, 2_000).await.unwrap();
+    let online = p.snapshot(T, 2_000).await.unwrap().online(usize::MAX);
     assert_eq!((online.user_count, online.visitor_count), (1_001, 2_500));
     assert_eq!(online.users, users);
     // Only the two marked later are still online at T + 1.
-    let later = p.online(T + 1, 10).await.unwrap();
+    let later = p.snapshot(T + 1, 10).await.unwrap().online(usize::MAX);
     assert_eq!((later.user_count, later.visitor_count), (1, 1));
 }
 
@@ -483,7 +518,7 @@ async fn dead_redis_errors_quickly() {
     let p = RedisPresence::new(common::dead_redis(), "dead");
     let started = std::time::Instant::now();
     assert!(p.mark_seen(T, &batch(&["a"], &[])).await.is_err());
-    assert!(p.online(T, 10).await.is_err());
+    assert!(p.snapshot(T, 10).await.is_err());
     assert!(p.cached_record().await.is_err());
     assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -24,7 +24,7 @@ async fn addresses_are_stored_as_keyed_hashes_by_default() {
     site.visit("203.0.113.7").await;
     site.visit("203.0.113.7").await;
     site.visit("2001:db8::7").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let members = common::redis_members(&site.prefix, "visitors").await;
     assert_eq!(members.len(), 2);
     for m in &members {
@@ -39,7 +39,7 @@ async fn addresses_are_stored_as_keyed_hashes_by_default() {
 async fn raw_addresses_only_when_asked_for() {
     let site = Site::with(Stack::Real, |b| b.raw_visitor_addresses(true)).await;
     site.visit("203.0.113.7").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     assert_eq!(
         common::redis_members(&site.prefix, "visitors").await,
         ["203.0.113.7"]
@@ -53,7 +53,7 @@ async fn a_configured_secret_gives_the_documented_pseudonym() {
     let site = Site::with(Stack::Real, |b| b.visitor_secret(b"s3cret".to_vec())).await;
     site.clock.set_unix(1_764_185_364); // 2025-11-26T19:29:24Z
     site.visit("203.0.113.7").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let day_key = hmac(b"s3cret", b"whos-online day 2025-11-26");
     let expected = hex(&hmac(&day_key, &[203, 0, 113, 7])[..12]);
     assert_eq!(
@@ -89,7 +89,7 @@ async fn instances_share_the_day_key() {
     a.whos.flush().await.unwrap();
     b.whos.flush().await.unwrap();
     assert_eq!(common::redis_members(&a.prefix, "visitors").await.len(), 1);
-    assert_eq!(a.whos.visitor_count().await.unwrap(), 1);
+    assert_eq!(a.whos.refresh_now().await.unwrap().visitor_count(), 1);
 }
 
 /// A new UTC day gives the same address a new pseudonym: the stored data cannot
@@ -100,14 +100,14 @@ async fn pseudonyms_rotate_daily(stack: Stack) {
     site.clock.set_unix(1_764_201_540); // 2025-11-26T23:59:00Z
     site.visit("203.0.113.7").await;
     site.visit("203.0.113.8").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     let before = match stack {
         Stack::Real => common::redis_members(&site.prefix, "visitors").await,
         Stack::Memory => Vec::new(),
     };
     site.clock.advance_secs(120); // 00:01 the next day, still within the window
     site.visit("203.0.113.7").await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     // .7 under the new day's pseudonym only; .8, not seen since, under the old.
     assert_eq!(site.whos.visitor_count().await.unwrap(), 2);
     if stack == Stack::Real {

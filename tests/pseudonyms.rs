@@ -82,14 +82,14 @@ async fn a_redis_restart_never_counts_a_visitor_twice() {
     let clock = ManualClock::at_unix(1_764_000_000);
     let whos = instance(&redis, &common::prefix(), &clock).await;
     everyone(&whos, &VISITORS).await;
-    assert_eq!(counts(&whos.online(10).await.unwrap()), TRUTH);
+    assert_eq!(counts(&whos.refresh_now().await.unwrap().online(10)), TRUTH);
 
     redis.restart().await;
     // Everyone comes back, twice, past the de-dup resolution each time.
     for _ in 0..3 {
         clock.advance_secs(40);
         everyone(&whos, &VISITORS).await;
-        assert_eq!(counts(&whos.online(10).await.unwrap()), TRUTH);
+        assert_eq!(counts(&whos.refresh_now().await.unwrap().online(10)), TRUTH);
     }
     let tick = whos.tick_now().await.unwrap();
     assert_eq!(
@@ -112,7 +112,7 @@ async fn two_instances_keep_one_secret_through_flushes_and_evictions() {
     let b = instance(&redis, &prefix, &clock).await;
     everyone(&a, &VISITORS).await;
     everyone(&b, &VISITORS).await;
-    assert_eq!(counts(&a.online(10).await.unwrap()), TRUTH);
+    assert_eq!(counts(&a.refresh_now().await.unwrap().online(10)), TRUTH);
 
     let day = clock.now_for_test().date_naive();
     let secret_key = format!("{{{prefix}}}:visitor-key:{day}");
@@ -124,14 +124,18 @@ async fn two_instances_keep_one_secret_through_flushes_and_evictions() {
             everyone(&a, &VISITORS[..3]).await;
             everyone(&b, &VISITORS[2..]).await;
             for whos in [&a, &b] {
-                let (u, v, bots) = counts(&whos.online(10).await.unwrap());
+                let (u, v, bots) = counts(&whos.refresh_now().await.unwrap().online(10));
                 assert!(
                     u <= TRUTH.0 && v <= TRUTH.1 && bots <= TRUTH.2,
                     "after {fault:?}: {u}/{v}/{bots} above the truth {TRUTH:?}"
                 );
             }
         }
-        assert_eq!(counts(&b.online(10).await.unwrap()), TRUTH, "{fault:?}");
+        assert_eq!(
+            counts(&b.refresh_now().await.unwrap().online(10)),
+            TRUTH,
+            "{fault:?}"
+        );
     }
     let tick = a.tick_now().await.unwrap();
     assert_eq!(
@@ -153,6 +157,9 @@ async fn the_memory_store_keys_each_visitor_once() {
     for _ in 0..3 {
         site.clock.advance_secs(40);
         everyone(&site.whos, &VISITORS).await;
-        assert_eq!(counts(&site.whos.online(10).await.unwrap()), TRUTH);
+        assert_eq!(
+            counts(&site.whos.refresh_now().await.unwrap().online(10)),
+            TRUTH
+        );
     }
 }

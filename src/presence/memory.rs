@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, Online, PresenceStore};
+use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, PresenceStore, Snapshot};
 use crate::record::RecordCache;
 use crate::{Record, Result};
 
@@ -130,13 +130,13 @@ impl Set {
 
     /// The `limit` most recently seen members at or after `cutoff` (ties by
     /// member, highest first, as Redis orders a reversed range).
-    fn most_recent(&self, cutoff: i64, limit: usize) -> Vec<String> {
+    fn most_recent(&self, cutoff: i64, limit: usize) -> Vec<(String, i64)> {
         self.by_time
             .iter()
             .rev()
             .take_while(|(t, _)| *t >= cutoff)
             .take(limit)
-            .map(|(_, m)| m.to_string())
+            .map(|(t, m)| (m.to_string(), *t))
             .collect()
     }
 }
@@ -258,16 +258,17 @@ impl PresenceStore for MemoryPresence {
         })
     }
 
-    async fn online(&self, cutoff: i64, limit: usize) -> Result<Online> {
+    async fn snapshot(&self, cutoff: i64, limit: usize) -> Result<Snapshot> {
         let inner = self.lock();
-        let mut users = inner.users.most_recent(cutoff, limit);
-        users.sort_unstable();
-        Ok(Online {
-            users,
-            user_count: inner.users.count_since(cutoff) + inner.hidden.count_since(cutoff),
-            hidden_count: inner.hidden.count_since(cutoff),
-            visitor_count: inner.visitors.count_since(cutoff),
-            bot_count: inner.bots.count_since(cutoff),
+        let hidden = inner.hidden.count_since(cutoff);
+        Ok(Snapshot {
+            recent: inner.users.most_recent(cutoff, limit),
+            counts: Counts {
+                users: inner.users.count_since(cutoff) + hidden,
+                hidden,
+                visitors: inner.visitors.count_since(cutoff),
+                bots: inner.bots.count_since(cutoff),
+            },
         })
     }
 }

@@ -151,24 +151,12 @@ impl HiddenUsers {
             },
         }
     }
-
-    pub(crate) fn online(self, o: Online) -> Online {
-        match self {
-            Self::AsUsers => o,
-            Self::AsVisitors => Online {
-                user_count: o.user_count - o.hidden_count.min(o.user_count),
-                hidden_count: 0,
-                visitor_count: o.visitor_count + o.hidden_count,
-                ..o
-            },
-        }
-    }
 }
 
 /// Default cap on members per set (users, hidden users, visitors, bots).
 pub const DEFAULT_MAX_MEMBERS: usize = 1_000_000;
 
-/// A snapshot of who is online.
+/// Who is online: listed names and complete counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Online {
     /// User names seen within the window: at most the asked-for number, the most
@@ -182,6 +170,39 @@ pub struct Online {
     pub visitor_count: u64,
     /// All bots seen within the window.
     pub bot_count: u64,
+}
+
+/// What a presence store holds within the window, as one read: the most
+/// recently seen users, with their last-seen times, and complete counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Listed users (hidden ones never) with their last-seen times (unix
+    /// seconds), most recently seen first; ties by name, highest first (the
+    /// order of a reversed Redis range). At most the asked-for number.
+    pub recent: Vec<(String, i64)>,
+    /// Every member within the window, by kind.
+    pub counts: Counts,
+}
+
+impl Snapshot {
+    /// The [`Online`] answer: the `limit` most recently seen names (or all the
+    /// snapshot holds, if fewer), sorted by name, and the counts.
+    pub fn online(&self, limit: usize) -> Online {
+        let mut users: Vec<String> = self
+            .recent
+            .iter()
+            .take(limit)
+            .map(|(name, _)| name.clone())
+            .collect();
+        users.sort_unstable();
+        Online {
+            users,
+            user_count: self.counts.users,
+            hidden_count: self.counts.hidden,
+            visitor_count: self.counts.visitors,
+            bot_count: self.counts.bots,
+        }
+    }
 }
 
 /// Where last-seen times are kept.
@@ -201,8 +222,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts>;
 
     /// Who is online: members seen at or after `cutoff`, whether or not pruning has
-    /// run. At most `limit` user names, the most recently seen.
-    async fn online(&self, cutoff: i64, limit: usize) -> Result<Online>;
+    /// run. At most `limit` users listed, the most recently seen, with their
+    /// last-seen times; complete counts. One round trip.
+    async fn snapshot(&self, cutoff: i64, limit: usize) -> Result<Snapshot>;
 }
 
 /// The read side of the day secrets a presence store keeps for every instance

@@ -167,7 +167,10 @@ pub enum RecordReset {
     },
 }
 
-fn rfc3339_secs<S: Serializer>(date: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn rfc3339_secs<S: Serializer>(
+    date: &Option<DateTime<Utc>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match date {
         Some(d) => s.serialize_str(&d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         None => s.serialize_none(),

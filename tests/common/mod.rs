@@ -184,7 +184,8 @@ pub enum Stack {
     Memory,
 }
 
-/// A whos-online instance for a test: a manual clock, no background ticker.
+/// A whos-online instance for a test: a manual clock, no background ticker or
+/// refresh.
 pub struct Site {
     pub whos: WhosOnline,
     pub clock: ManualClock,
@@ -207,6 +208,8 @@ impl Site {
             .clock(clock.clone())
             .prefix(&prefix)
             .background_ticker(false)
+            // The view changes at flush, tick_now, reset_record and refresh_now.
+            .background_refresh(false)
             // The tests drive the manual clock; Redis time would override it.
             .server_time(false);
         let mut pg = None;
@@ -277,6 +280,12 @@ impl Site {
     }
 
     /// A page view of `/` by the user `name`, from `ip`.
+    /// Writes every queued report and refreshes the view, so reads show them.
+    pub async fn settle(&self) {
+        self.whos.flush().await.unwrap();
+        self.whos.refresh_now().await.unwrap();
+    }
+
     pub async fn visit_as(&self, name: &str, ip: &str) {
         let mut req = request_from(ip, "/");
         req.headers_mut().insert("x-user", name.parse().unwrap());

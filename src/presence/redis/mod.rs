@@ -16,7 +16,7 @@ use deadpool_redis::redis::{self, Script, aio::ConnectionLike};
 use deadpool_redis::{Pool, Runtime, cluster};
 
 pub(crate) use self::lease::{TickLease, new_instance_id};
-use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, Online, PresenceStore};
+use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, PresenceStore, Snapshot};
 use crate::clock::ServerClock;
 use crate::record::RecordCache;
 use crate::{Error, Record, Result};
@@ -636,7 +636,7 @@ impl PresenceStore for RedisPresence {
         })
     }
 
-    async fn online(&self, cutoff: i64, limit: usize) -> Result<Online> {
+    async fn snapshot(&self, cutoff: i64, limit: usize) -> Result<Snapshot> {
         let mut conn = self.conn().await?;
         let cutoff = match self.sync_first(&mut conn).await? {
             Some(clock) => clock.shift(cutoff),
@@ -651,13 +651,14 @@ impl PresenceStore for RedisPresence {
             .arg("REV")
             .arg("LIMIT")
             .arg(0)
-            .arg(limit);
+            .arg(limit)
+            .arg("WITHSCORES");
         for key in [&self.users, &self.hidden, &self.visitors, &self.bots] {
             pipe.cmd("ZCOUNT").arg(key).arg(cutoff).arg("+inf");
         }
         self.ask_time(&mut pipe);
-        type Reply = (Vec<String>, u64, u64, u64, u64);
-        let ((mut users, listed, hidden, visitor_count, bot_count), time): (Reply, _) =
+        type Reply = (Vec<(String, i64)>, u64, u64, u64, u64);
+        let ((recent, listed, hidden, visitors, bots), time): (Reply, _) =
             if self.server_clock.is_some() {
                 let (u, l, h, v, b, t) = self.timed(pipe.query_async(&mut conn)).await?;
                 ((u, l, h, v, b), Some(t))
@@ -665,13 +666,14 @@ impl PresenceStore for RedisPresence {
                 (self.timed(pipe.query_async(&mut conn)).await?, None)
             };
         self.observe(time);
-        users.sort_unstable();
-        Ok(Online {
-            users,
-            user_count: listed + hidden,
-            hidden_count: hidden,
-            visitor_count,
-            bot_count,
+        Ok(Snapshot {
+            recent,
+            counts: Counts {
+                users: listed + hidden,
+                hidden,
+                visitors,
+                bots,
+            },
         })
     }
 }

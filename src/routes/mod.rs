@@ -1,0 +1,148 @@
+//! The router fragment: `GET /online`, `GET /stats` and `GET /online/events`,
+//! all served from the instance's [`View`](crate::View): no request reads Redis
+//! or Postgres.
+//!
+//! * `json.rs`: `/online` and `/stats`, with their bodies encoded once per
+//!   refresh, strong `ETag`s and `304 Not Modified`.
+//! * `events.rs`: the server-sent event stream of changes.
+//! * `openapi.rs`: the OpenAPI document (feature `openapi`).
+
+mod events;
+mod json;
+#[cfg(feature = "openapi")]
+mod openapi;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use serde::{Deserialize, Serialize};
+
+pub use self::events::OnlineEvent;
+pub use self::json::{OnlineResponse, StatsResponse};
+#[cfg(feature = "openapi")]
+pub use self::openapi::openapi;
+use crate::WhosOnline;
+use crate::config::DEFAULT_LIMIT;
+
+/// The body of every error answer of the fragment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+}
+
+/// A JSON error: `{"error": "..."}` with a status.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(message: String) -> Self {
+        Self(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (self.0, Json(ErrorBody { error: self.1 })).into_response();
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        res
+    }
+}
+
+/// The query of `/online` and `/online/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnlineQuery {
+    limit: Option<String>,
+}
+
+/// Longest query string the fragment reads, in bytes.
+const MAX_QUERY: usize = 256;
+
+/// Parses a query string that must hold only what `T` names.
+fn parse_query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+    if uri.query().map_or(0, str::len) > MAX_QUERY {
+        return Err(ApiError::bad_request(format!(
+            "bad query string: longer than {MAX_QUERY} bytes"
+        )));
+    }
+    axum::extract::Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
+}
+
+/// The `limit` of `/online` and `/online/events`: 1 to `ceiling`, default
+/// [`DEFAULT_LIMIT`] (or the ceiling, if lower).
+fn parse_limit(uri: &axum::http::Uri, ceiling: u32) -> Result<usize, ApiError> {
+    let q: OnlineQuery = parse_query(uri)?;
+    let Some(raw) = q.limit else {
+        return Ok(DEFAULT_LIMIT.min(ceiling) as usize);
+    };
+    match raw.parse::<u32>() {
+        Ok(n) if (1..=ceiling).contains(&n) => Ok(n as usize),
+        _ => Err(ApiError::bad_request(format!(
+            "limit must be a whole number from 1 to {ceiling}"
+        ))),
+    }
+}
+
+/// What the fragment's handlers share: the handle, and what was encoded from
+/// the current view, so that each body or event is encoded once per refresh.
+#[derive(Clone)]
+struct Fragment {
+    whos: WhosOnline,
+    bodies: Arc<json::Bodies>,
+    events: Arc<events::Encoded>,
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed".into())
+}
+
+fn route(method: MethodRouter<Fragment>) -> MethodRouter<Fragment> {
+    method.fallback(method_not_allowed)
+}
+
+impl WhosOnline {
+    /// The router fragment: `GET /online`, `GET /stats` and
+    /// `GET /online/events` (and, with the `openapi` feature,
+    /// `GET /openapi.json`). Merge or nest it into your app; it carries its own
+    /// state, so it fits a router of any state type.
+    ///
+    /// Every answer comes from the [view](WhosOnline::view): no request costs a
+    /// Redis or Postgres command, and a thousand open streams cost no more than
+    /// none.
+    ///
+    /// ```
+    /// use axum::Router;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// let whos = axum_whos_online::WhosOnline::builder().build()?;
+    /// let app: Router = Router::new().nest("/whos-online", whos.router());
+    /// # whos.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn router<S>(&self) -> axum::Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let router = axum::Router::new()
+            .route("/online", route(get(json::online)))
+            .route("/stats", route(get(json::stats)))
+            .route("/online/events", route(get(events::online_events)));
+        #[cfg(feature = "openapi")]
+        let router = if self.shared.serve_openapi {
+            router.route("/openapi.json", route(get(openapi::openapi_json)))
+        } else {
+            router
+        };
+        router.with_state(Fragment {
+            whos: self.clone(),
+            bodies: Arc::default(),
+            events: Arc::default(),
+        })
+    }
+}

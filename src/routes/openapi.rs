@@ -1,0 +1,35 @@
+//! The OpenAPI document of the fragment (feature `openapi`).
+
+use axum::Json;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::ErrorBody;
+use super::events::OnlineEvent;
+use super::json::{OnlineResponse, StatsResponse};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "whos-online",
+        description = "Who is online, and the all-time record."
+    ),
+    paths(super::json::online, super::json::stats, super::events::online_events),
+    components(schemas(OnlineResponse, StatsResponse, OnlineEvent, crate::Record, ErrorBody))
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the router fragment (paths relative to where it is
+/// mounted), for merging into an application's own document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
+
+pub(super) async fn openapi_json() -> Response {
+    static DOC: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(|| serde_json::to_value(openapi()).unwrap_or_default());
+    let mut res = Json(&*DOC).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}

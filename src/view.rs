@@ -1,0 +1,144 @@
+//! The view: what one instance currently knows of who is online and of the
+//! record, as one immutable snapshot. A background task replaces it every
+//! refresh (`refresher.rs`); everything that reads (page handlers, `/online`,
+//! `/stats`, the event stream) reads it without I/O.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::presence::{Counts, Online};
+use crate::record::Record;
+
+/// One instance's current view of who is online, and of the record.
+///
+/// Got from [`WhosOnline::view`](crate::WhosOnline::view) without any I/O: a
+/// shared reference to the snapshot of the latest refresh (every
+/// [`refresh`](crate::Builder::refresh) interval, 1 s by default). When a
+/// refresh fails (Redis or Postgres down), the view keeps the last good values
+/// and [`as_of`](Self::as_of) says how old they are. Before the first
+/// successful refresh the counts are zero and `as_of` is `None`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+/// # let whos = axum_whos_online::WhosOnline::builder().build()?;
+/// let view = whos.view();
+/// let footer = format!(
+///     "{} users and {} guests online: {}. Most ever: {}",
+///     view.user_count(),
+///     view.visitor_count(),
+///     view.users().join(", "),
+///     view.record().max_users,
+/// );
+/// # let _ = footer; whos.shutdown().await?; Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct View {
+    pub(crate) counts: Counts,
+    /// Listed users, most recently seen first, with their last-seen times.
+    pub(crate) recent: Arc<[(String, i64)]>,
+    /// The same names, sorted by name.
+    pub(crate) sorted: Arc<[String]>,
+    pub(crate) record: Record,
+    pub(crate) as_of: Option<DateTime<Utc>>,
+    pub(crate) window: Duration,
+    /// Goes up by one each time the counts, the listed names or the record
+    /// change: the id of the stream's events.
+    pub(crate) version: u64,
+    /// Goes up by one with every new view (a refresh, or a record read while
+    /// presence was not): what encoded bodies are keyed by.
+    pub(crate) refreshes: u64,
+}
+
+impl View {
+    /// Logged-in users online, hidden ones included (unless counted as
+    /// visitors, see [`HiddenUsers`](crate::HiddenUsers)).
+    pub fn user_count(&self) -> u64 {
+        self.counts.users
+    }
+
+    /// Of [`user_count`](Self::user_count), how many are hidden.
+    pub fn hidden_count(&self) -> u64 {
+        self.counts.hidden
+    }
+
+    /// Anonymous visitors online.
+    pub fn visitor_count(&self) -> u64 {
+        self.counts.visitors
+    }
+
+    /// Bots online; never part of the visitors or the record.
+    pub fn bot_count(&self) -> u64 {
+        self.counts.bots
+    }
+
+    /// All the counts.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// The listed users, sorted by name: the most recently seen, up to
+    /// [`view_names`](crate::Builder::view_names) (1,000 by default). Hidden users
+    /// never appear.
+    pub fn users(&self) -> &[String] {
+        &self.sorted
+    }
+
+    /// The listed users with their last-seen times (unix seconds), most recently
+    /// seen first.
+    pub fn recent(&self) -> &[(String, i64)] {
+        &self.recent
+    }
+
+    /// The `limit` most recently seen names (all the view holds, if fewer),
+    /// sorted by name, and the counts: what [`WhosOnline::online`](crate::WhosOnline::online)
+    /// answers.
+    pub fn online(&self, limit: usize) -> Online {
+        let users = if limit >= self.recent.len() {
+            self.sorted.to_vec()
+        } else {
+            let mut users: Vec<String> = self.recent[..limit]
+                .iter()
+                .map(|(name, _)| name.clone())
+                .collect();
+            users.sort_unstable();
+            users
+        };
+        Online {
+            users,
+            user_count: self.counts.users,
+            hidden_count: self.counts.hidden,
+            visitor_count: self.counts.visitors,
+            bot_count: self.counts.bots,
+        }
+    }
+
+    /// The all-time record, never below the counts beside it.
+    pub fn record(&self) -> Record {
+        self.record
+    }
+
+    /// When the view was last refreshed successfully (UTC, on the configured
+    /// clock); `None` before the first refresh.
+    pub fn as_of(&self) -> Option<DateTime<Utc>> {
+        self.as_of
+    }
+
+    /// How long after the last request a member still counts as online.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Goes up by one each time the counts, the listed names or the record
+    /// change (not when only [`as_of`](Self::as_of) moves); `0` before the first
+    /// refresh.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Whether `other` shows the same counts, names and record.
+    pub(crate) fn same_content(&self, other: &View) -> bool {
+        self.counts == other.counts && self.sorted == other.sorted && self.record == other.record
+    }
+}
