@@ -41,7 +41,9 @@ usage: bench/compare.sh [options]
   --server-cpu N     CPU the server is pinned to (default $server_cpu)
   --load-cpu N       CPU wrk is pinned to (default $load_cpu)
   --port P           server port (default $port)
-  --modes "A B"      modes to run, of bare, noop, layer, layer-router and naive
+  --modes "A B"      modes to run, of bare, noop, layer, layer-router, naive,
+                     footer (layer + a page rendering the footer from the view)
+                     and footer-reads (the same page reading Redis per request)
                      (default "$modes"; layer-router's Redis columns are
                      layer's, whose writes are the same)
   --private-redis P  start a throwaway redis-server on port P and use it (keeps
@@ -191,12 +193,13 @@ for round in $(seq "$rounds"); do
   echo "-- round $round"
   for mode in $modes; do run_one "$mode" "$results" "$duration"; done
 done
-redis_modes=$(tr ' ' '\n' <<<"$modes" | grep -E '^(layer|naive)$' | tr '\n' ' ' || true)
+redis_modes=$(tr ' ' '\n' <<<"$modes" | grep -E '^(layer|naive|footer|footer-reads)$' | tr '\n' ' ' || true)
 if [ -n "$redis_modes" ] && [ "$write_phase" -gt 0 ]; then
   echo "-- Redis commands in steady state: ${write_phase}s run each"
   for mode in $redis_modes; do
-    # naive's count per request is the same in any run; a short one does.
-    if [ "$mode" = naive ]; then secs=$duration; else secs=$write_phase; fi
+    # naive's and footer-reads' counts per request are the same in any run; a
+    # short one does.
+    case "$mode" in naive | footer-reads) secs=$duration ;; *) secs=$write_phase ;; esac
     run_one "$mode" "$writes" "$secs"
   done
 fi

@@ -14,12 +14,18 @@
 //! * `naive`: the app behind a middleware that awaits one `ZADD` per request before
 //!   the handler runs (the design this crate replaces), on the same kind of
 //!   `deadpool-redis` pool, keyed by the same rules.
+//! * `footer`: `layer`, and a page handler that renders the forum footer (the
+//!   counts, the first five names, the record) from [`WhosOnline::view`] on
+//!   every request: no store call.
+//! * `footer-reads`: the same page, reading the store on every request as the
+//!   handle's reads did before the view (one pipelined presence read and one
+//!   record cache read: two Redis round trips per page).
 //!
 //! For the load tool on one machine to stand for many clients, both Redis modes
 //! trust the rightmost `X-Forwarded-For` entry for the visitor's address, and the
 //! `x-bench-user` header marks a request as the logged-in user it names.
 //!
-//! Flags: `--mode bare|noop|layer|layer-router|naive` (default `layer`), `--bind ADDR` (default
+//! Flags: `--mode bare|noop|layer|layer-router|naive|footer|footer-reads` (default `layer`), `--bind ADDR` (default
 //! `127.0.0.1:3900`), `--prefix P` (Redis key prefix; default one unique to the
 //! run), `--threads N` (Tokio workers; default: the CPUs this process may use),
 //! `--resolution SECS` (layer mode: the de-duplication resolution; default 30, 0
@@ -37,7 +43,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use axum_whos_online::{ClientIpSource, User, WhosOnline, identify_now};
+use axum_whos_online::{
+    ClientIpSource, PresenceStore, Record, RecordCache, RedisPresence, User, WhosOnline,
+    identify_now,
+};
 use deadpool_redis::redis;
 use http::HeaderName;
 use tower::Layer;
@@ -51,6 +60,8 @@ enum Mode {
     Layer,
     LayerRouter,
     Naive,
+    Footer,
+    FooterReads,
 }
 
 struct Args {
@@ -64,7 +75,7 @@ struct Args {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "bench_server: {problem}\n\
-         usage: bench_server [--mode bare|noop|layer|layer-router|naive] [--bind ADDR] [--prefix P] [--threads N]\n\
+         usage: bench_server [--mode bare|noop|layer|layer-router|naive|footer|footer-reads] [--bind ADDR] [--prefix P] [--threads N]\n\
          \x20                   [--resolution SECS]"
     );
     std::process::exit(2)
@@ -96,6 +107,8 @@ fn parse_args() -> Args {
                     "layer" => Mode::Layer,
                     "layer-router" => Mode::LayerRouter,
                     "naive" => Mode::Naive,
+                    "footer" => Mode::Footer,
+                    "footer-reads" => Mode::FooterReads,
                     other => usage(&format!("unknown mode {other:?}")),
                 }
             }
@@ -140,6 +153,41 @@ async fn hello() -> &'static str {
     "Hello, World!"
 }
 
+/// Names the footer lists.
+const FOOTER_NAMES: usize = 5;
+
+/// The forum footer, from the view: no I/O.
+async fn footer(State(whos): State<WhosOnline>) -> String {
+    let view = whos.view();
+    render_footer(
+        view.user_count(),
+        view.visitor_count(),
+        &view.online(FOOTER_NAMES).users,
+        &view.record(),
+    )
+}
+
+/// The same footer, read from Redis on every request.
+async fn footer_reads(State(store): State<Arc<RedisPresence>>) -> String {
+    let cutoff = chrono::Utc::now().timestamp() - 900;
+    let (seen, record) = tokio::join!(store.snapshot(cutoff, FOOTER_NAMES), store.cached_record());
+    let seen = seen.unwrap_or_default();
+    let record = record.ok().flatten().unwrap_or_default();
+    let online = seen.online(FOOTER_NAMES);
+    render_footer(online.user_count, online.visitor_count, &online.users, &record)
+}
+
+fn render_footer(users: u64, visitors: u64, names: &[String], record: &Record) -> String {
+    let most = match record.max_users_date {
+        Some(d) => format!("{} on {}", record.max_users, d.format("%Y-%m-%d %H:%M UTC")),
+        None => "no record yet".to_owned(),
+    };
+    format!(
+        "Hello, World! {users} users ({}) and {visitors} guests online; most ever {most}",
+        names.join(", ")
+    )
+}
+
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let redis_url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
@@ -149,7 +197,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let app = match args.mode {
         Mode::Bare => app,
         Mode::Noop => app.layer(tower::util::MapRequestLayer::new(|req: Request| req)),
-        Mode::Layer | Mode::LayerRouter => {
+        Mode::Layer | Mode::LayerRouter | Mode::Footer | Mode::FooterReads => {
             let mut builder = WhosOnline::builder();
             if let Some(r) = args.resolution {
                 builder = builder.resolution(r);
@@ -165,10 +213,19 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         .map(User::new)
                 }))
                 .build()?;
-            let app = if args.mode == Mode::LayerRouter {
-                app.layer(w.layer())
-            } else {
-                app
+            let app = match args.mode {
+                Mode::LayerRouter => app.layer(w.layer()),
+                Mode::Footer => Router::new().route("/", get(footer)).with_state(w.clone()),
+                Mode::FooterReads => {
+                    let store = RedisPresence::new(
+                        axum_whos_online::redis_pool(&redis_url)?,
+                        &args.prefix,
+                    );
+                    Router::new()
+                        .route("/", get(footer_reads))
+                        .with_state(Arc::new(store))
+                }
+                _ => app,
             };
             whos = Some(w);
             app
@@ -195,7 +252,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     match &whos {
         // The layer around the router: one service for the whole app.
-        Some(w) if args.mode == Mode::Layer => {
+        Some(w) if matches!(args.mode, Mode::Layer | Mode::Footer | Mode::FooterReads) => {
             let app = w.layer().layer(app);
             axum::serve(
                 listener,

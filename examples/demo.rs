@@ -6,6 +6,8 @@
 //!
 //! Log in under any name in one browser, open the page in another (or a private
 //! window) to be a visitor, and watch the footer, `GET /online` and `GET /stats`.
+//! The footer is rendered from the instance's view (no store call per page) and
+//! then updates itself live from `GET /online/events`: no reload, no polling.
 //!
 //! Environment (all optional):
 //!
@@ -35,7 +37,7 @@ use axum::extract::rejection::FormRejection;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum_whos_online::{ClientIpSource, Online, Record, SessionUser, WhosOnline};
+use axum_whos_online::{ClientIpSource, SessionUser, View, WhosOnline};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::postgres::PgPoolOptions;
@@ -207,25 +209,11 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
     Ok((router, whos))
 }
 
-/// `GET /`: the page with the who's-online footer.
+/// `GET /`: the page with the who's-online footer, rendered from the view:
+/// no Redis or Postgres call, whatever the traffic.
 async fn page(State(whos): State<WhosOnline>, session: Session) -> Html<String> {
     let user = session.get::<String>(USERNAME_KEY).await.ok().flatten();
-    // Reports are written once a second, not by the page: a request shows from
-    // the page views after the next write.
-    let online = whos.online(FOOTER_NAMES).await;
-    let record = whos.record().await;
-    if let Err(e) = &online {
-        tracing::warn!(error = %e, "who's online unavailable");
-    }
-    if let Err(e) = &record {
-        tracing::warn!(error = %e, "record unavailable");
-    }
-    Html(render_page(
-        user.as_deref(),
-        online.ok().as_ref(),
-        record.ok().as_ref(),
-        whos.window(),
-    ))
+    Html(render_page(user.as_deref(), &whos.view()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,12 +305,7 @@ fn message_page(status: StatusCode, message: &str) -> Response {
     (status, Html(layout("whos-online demo", &body))).into_response()
 }
 
-fn render_page(
-    user: Option<&str>,
-    online: Option<&Online>,
-    record: Option<&Record>,
-    window: Duration,
-) -> String {
+fn render_page(user: Option<&str>, view: &View) -> String {
     let mut body = String::from("<main>\n<h1>whos-online demo</h1>\n");
     match user {
         Some(name) => {
@@ -345,54 +328,107 @@ fn render_page(
         }
     }
     body.push_str(
-        "<p>Open this page in another browser to be counted as a visitor. \
-         The same data as JSON: <a href=\"/online\"><code>/online</code></a>, \
-         <a href=\"/stats\"><code>/stats</code></a>.</p>\n</main>\n",
+        "<p>Open this page in another browser to be counted as a visitor: the footer \
+         updates by itself. The same data as JSON: <a href=\"/online\"><code>/online</code></a>, \
+         <a href=\"/stats\"><code>/stats</code></a>, and live: \
+         <a href=\"/online/events\"><code>/online/events</code></a>.</p>\n</main>\n",
     );
-    body.push_str(&render_footer(online, record, window));
+    body.push_str(&render_footer(view));
+    body.push_str(LIVE_SCRIPT);
     layout("whos-online demo", &body)
 }
 
-fn render_footer(online: Option<&Online>, record: Option<&Record>, window: Duration) -> String {
+/// The footer. Every value sits in an element with an id, so that the script
+/// below can replace it when an event arrives.
+fn render_footer(view: &View) -> String {
     let mut f = String::from("<footer>\n<h2>Who's online</h2>\n");
-    match online {
-        Some(o) => {
-            let names: Vec<String> = o.users.iter().map(|n| escape_html(n)).collect();
-            let shown = names.len() as u64;
-            let mut list = if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            };
-            if o.user_count > shown && shown > 0 {
-                let _ = write!(list, " and {} more", o.user_count - shown);
-            }
-            let _ = write!(
-                f,
-                "<p>Users online: {} ({list})</p>\n<p>Visitors online: {}</p>\n",
-                o.user_count, o.visitor_count
-            );
-        }
-        None => f.push_str("<p>Who's online: unavailable</p>\n"),
-    }
-    match record {
-        Some(r) => {
-            let _ = write!(
-                f,
-                "<p>{}</p>\n<p>{}</p>\n",
-                record_line("users", r.max_users, r.max_users_date),
-                record_line("visitors", r.max_visitors, r.max_visitors_date)
-            );
-        }
-        None => f.push_str("<p>Records: unavailable</p>\n"),
-    }
+    let names: Vec<String> = view
+        .online(FOOTER_NAMES)
+        .users
+        .iter()
+        .map(|n| escape_html(n))
+        .collect();
     let _ = write!(
         f,
-        "<p><small>Counted over the last {}.</small></p>\n</footer>\n",
-        describe_window(window)
+        "<p>Users online: <span id=\"user-count\">{}</span> (<span id=\"user-list\">{}</span>)</p>\n\
+         <p>Visitors online: <span id=\"visitor-count\">{}</span></p>\n\
+         <p>Bots online: <span id=\"bot-count\">{}</span></p>\n",
+        view.user_count(),
+        user_list(&names, view.user_count()),
+        view.visitor_count(),
+        view.bot_count(),
+    );
+    let record = view.record();
+    let _ = write!(
+        f,
+        "<p id=\"record-users\">{}</p>\n<p id=\"record-visitors\">{}</p>\n",
+        record_line("users", record.max_users, record.max_users_date),
+        record_line("visitors", record.max_visitors, record.max_visitors_date)
+    );
+    let _ = write!(
+        f,
+        "<p><small>Counted over the last {}; <span id=\"as-of\">{}</span>. \
+         <span id=\"live\">Live updates: connecting.</span></small></p>\n</footer>\n",
+        describe_window(view.window()),
+        as_of_line(view.as_of()),
     );
     f
 }
+
+/// The listed names (escaped), and how many more are online.
+fn user_list(names: &[String], count: u64) -> String {
+    let shown = names.len() as u64;
+    let mut list = if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    };
+    if count > shown && shown > 0 {
+        let _ = write!(list, " and {} more", count - shown);
+    }
+    list
+}
+
+fn as_of_line(as_of: Option<DateTime<Utc>>) -> String {
+    match as_of {
+        Some(t) => format!("as of {}", t.format("%H:%M:%S UTC")),
+        None => "not counted yet".to_owned(),
+    }
+}
+
+/// Keeps the footer current from `GET /online/events`, with the same wording
+/// as the server's. Names go in as text, never as HTML.
+const LIVE_SCRIPT: &str = r#"<script>
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const time = (s) => s ? s.slice(11, 19) + " UTC" : null;
+  const day = (s) => s.slice(0, 10) + " " + s.slice(11, 16) + " UTC";
+  const record = (what, n, date) => date
+    ? "Most " + what + " ever online was " + n + " on " + day(date)
+    : "Most " + what + " ever online: no record yet";
+  const source = new EventSource("/online/events?limit=100");
+  source.addEventListener("open", () => { $("live").textContent = "Live updates: on."; });
+  source.addEventListener("error", () => { $("live").textContent = "Live updates: reconnecting."; });
+  source.addEventListener("online", (e) => {
+    const o = JSON.parse(e.data);
+    $("user-count").textContent = o.user_count;
+    let list = o.users.length ? o.users.join(", ") : "none";
+    if (o.user_count > o.users.length && o.users.length > 0) {
+      list += " and " + (o.user_count - o.users.length) + " more";
+    }
+    $("user-list").textContent = list;
+    $("visitor-count").textContent = o.visitor_count;
+    $("bot-count").textContent = o.bot_count;
+    $("as-of").textContent = o.as_of ? "as of " + time(o.as_of) : "not counted yet";
+  });
+  source.addEventListener("stats", (e) => {
+    const r = JSON.parse(e.data);
+    $("record-users").textContent = record("users", r.max_users, r.max_users_date);
+    $("record-visitors").textContent = record("visitors", r.max_visitors, r.max_visitors_date);
+  });
+})();
+</script>
+"#;
 
 fn record_line(what: &str, count: u64, date: Option<DateTime<Utc>>) -> String {
     match date {
@@ -495,7 +531,8 @@ async fn main() -> Result<(), Fatal> {
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(axum_whos_online::shutdown_signal())
+    // Ends the live event streams first: a graceful shutdown waits for them.
+    .with_graceful_shutdown(whos.shutdown_signal())
     .await;
     // Write every queued report before exit, even if serving failed.
     let shut = whos.shutdown().await;

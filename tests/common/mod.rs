@@ -279,13 +279,13 @@ impl Site {
         self.app().oneshot(req).await.unwrap()
     }
 
-    /// A page view of `/` by the user `name`, from `ip`.
     /// Writes every queued report and refreshes the view, so reads show them.
     pub async fn settle(&self) {
         self.whos.flush().await.unwrap();
         self.whos.refresh_now().await.unwrap();
     }
 
+    /// A page view of `/` by the user `name`, from `ip`.
     pub async fn visit_as(&self, name: &str, ip: &str) {
         let mut req = request_from(ip, "/");
         req.headers_mut().insert("x-user", name.parse().unwrap());
