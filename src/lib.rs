@@ -97,7 +97,6 @@ mod ticker;
 mod who;
 mod wiring;
 
-pub use axum_client_ip::ClientIpSource;
 #[cfg(feature = "axum-login")]
 pub use axum_login::AuthSessionUser;
 pub use bots::{BotFilter, DEFAULT_BOT_PATTERNS};
@@ -114,8 +113,8 @@ pub use dedupe::BenchDedupe;
 pub use error::{Error, Result};
 pub use handle::WhosOnline;
 pub use identity::{
-    IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers, SessionKey, User,
-    UserFuture, identify_fn, identify_now,
+    ClientIpSource, IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers,
+    ParseClientIpSourceError, SessionKey, User, UserFuture, identify_fn, identify_now,
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{
