@@ -108,6 +108,8 @@ pub use config::{
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_TICK_INTERVAL, DEFAULT_WINDOW, MAX_LIMIT,
 };
 pub use counters::CounterSnapshot;
+// Unstable, for `benches/dedupe.rs` only: see the feature in Cargo.toml.
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use dedupe::BenchDedupe;
 pub use error::{Error, Result};
