@@ -314,7 +314,8 @@ impl WhosOnline {
 struct ApiDoc;
 
 /// The OpenAPI document of the router fragment (paths relative to where it is
-/// mounted), for merging into an application's own document.
+/// mounted), for merging into an application's own document. It is a `utoipa`
+/// 6 type: merge it into a document built with `utoipa` 6.
 #[cfg(feature = "openapi")]
 pub fn openapi() -> utoipa::openapi::OpenApi {
     <ApiDoc as utoipa::OpenApi>::openapi()
