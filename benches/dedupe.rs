@@ -3,8 +3,11 @@
 //! time it was handed on).
 //!
 //! ```text
-//! cargo bench --bench dedupe
+//! cargo bench --bench dedupe --features bench-internals
 //! ```
+//!
+//! The table is not public API: the unstable `bench-internals` feature exports
+//! it for this bench alone (`required-features` in Cargo.toml).
 //!
 //! Cases: a hit (a member of a 11,000-member working set seen again: the common
 //! case on a busy site), a miss (always a new visitor: a flood), hits from two

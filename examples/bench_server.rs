@@ -306,6 +306,14 @@ struct Naive {
     failed: AtomicU64,
 }
 
+/// The rightmost address of the last `X-Forwarded-For` header, as the layer's
+/// `ClientIpSource::RightmostXForwardedFor` reads it.
+fn rightmost_x_forwarded_for(headers: &http::HeaderMap) -> Option<IpAddr> {
+    let last = headers.get_all("x-forwarded-for").iter().next_back()?;
+    let value = last.to_str().ok()?;
+    value.rsplit(',').next()?.trim().parse().ok()
+}
+
 /// The same identity rules as the layer: a valid user name from the header, else
 /// the rightmost `X-Forwarded-For` address, else the TCP peer; IPv4-mapped IPv6
 /// folded to IPv4. A Redis failure is counted and the request goes on.
@@ -318,8 +326,7 @@ async fn zadd_per_request(State(s): State<Arc<Naive>>, req: Request, next: Next)
         .filter(|u| !u.name().is_empty() && u.name().len() <= axum_whos_online::MAX_USER_NAME_LEN);
     let seen = match user {
         Some(u) => Some((&s.users, u.name().to_owned())),
-        None => client_ip::rightmost_x_forwarded_for(req.headers())
-            .ok()
+        None => rightmost_x_forwarded_for(req.headers())
             .or_else(|| {
                 req.extensions()
                     .get::<ConnectInfo<SocketAddr>>()

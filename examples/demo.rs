@@ -126,14 +126,10 @@ impl DemoConfig {
             prefix: var("WHOS_ONLINE_PREFIX").unwrap_or(defaults.prefix),
             client_ip_source: match var("WHOS_ONLINE_CLIENT_IP_SOURCE") {
                 None => defaults.client_ip_source,
-                Some(v) => v.parse().map_err(|_| {
-                    format!(
-                        "WHOS_ONLINE_CLIENT_IP_SOURCE must name a client IP source (ConnectInfo, \
-                         RightmostXForwardedFor, RightmostForwarded, XRealIp, CfConnectingIp, \
-                         TrueClientIp, FlyClientIp, CloudFrontViewerAddress or \
-                         XEnvoyExternalAddress), not {v:?}"
-                    )
-                })?,
+                // The error lists the valid names.
+                Some(v) => v
+                    .parse()
+                    .map_err(|e| format!("WHOS_ONLINE_CLIENT_IP_SOURCE: {e}"))?,
             },
             visitor_secret: var("WHOS_ONLINE_VISITOR_SECRET"),
         })
@@ -150,7 +146,7 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
         .window(config.window)
         .tick_interval(config.tick_interval)
         .prefix(&config.prefix)
-        .client_ip_source(config.client_ip_source.clone());
+        .client_ip_source(config.client_ip_source);
     if let Some(secret) = &config.visitor_secret {
         builder = builder.visitor_secret(secret.as_bytes());
     }

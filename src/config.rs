@@ -3,12 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum_client_ip::ClientIpSource;
-
 use crate::bots::BotFilter;
 use crate::clock::{Clock, SystemClock};
 use crate::filters::Skip;
-use crate::identity::{IdentifyUser, NoUsers};
+use crate::identity::{ClientIpSource, IdentifyUser, NoUsers};
 use crate::presence::{DEFAULT_MAX_MEMBERS, DaySecrets, HiddenUsers, PresenceStore};
 use crate::privacy::VisitorIds;
 use crate::record::{RecordCache, RecordStore};

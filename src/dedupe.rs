@@ -264,11 +264,14 @@ impl Dedupe {
 }
 
 /// The de-duplication table on its own, for `benches/dedupe.rs`, which sets it
-/// against a `moka` cache. Not part of the API.
+/// against a `moka` cache. Not part of the API: exported only with the unstable
+/// `bench-internals` feature.
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct BenchDedupe(Dedupe);
 
+#[cfg(feature = "bench-internals")]
 impl BenchDedupe {
     /// A table for `resolution` on `clock`.
     pub fn new(resolution: Duration, clock: impl Clock) -> Self {

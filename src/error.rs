@@ -7,6 +7,22 @@ use std::time::Duration;
 ///
 /// None of these ever reaches a request of the host application: the layer only
 /// queues reports, and the background tasks log and count their failures.
+///
+/// # Why the backends' own error types
+///
+/// [`Redis`](Self::Redis), [`RedisPool`](Self::RedisPool) and
+/// [`Postgres`](Self::Postgres) hold the backends' error types (`redis`,
+/// `deadpool-redis`, `sqlx`) rather than strings. tower-sessions stringifies
+/// backend errors so that its public API names no backend version; here the
+/// versions are public anyway: [`Builder::redis`](crate::Builder::redis) takes a
+/// `deadpool_redis::Pool`, [`Builder::postgres`](crate::Builder::postgres) and
+/// [`migrate`](crate::migrate) a `sqlx::PgPool`, and
+/// [`redis_pool`](crate::redis_pool) returns a pool. A major release of
+/// `deadpool-redis` or `sqlx` is therefore a major release of this crate
+/// whatever this enum holds, and strings would buy no semver room while losing
+/// what typed errors give: matching on the cause (`RedisError::is_timeout`,
+/// `sqlx::Error::PoolTimedOut`), the [`source`](std::error::Error::source)
+/// chain, and `?` on a backend error in a store of your own (the `From` impls).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

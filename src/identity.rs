@@ -12,12 +12,15 @@
 //! the header of a trusted proxy named with [`ClientIpSource`]. When that header is
 //! missing or malformed, the peer address is used.
 
+mod forwarded;
+
+use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
+use std::str::FromStr;
 
 use axum::extract::ConnectInfo;
-use axum_client_ip::ClientIpSource;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -324,14 +327,153 @@ where
     }
 }
 
+/// Where a visitor's address comes from: the TCP peer, or a header that a proxy
+/// in front of the app sets. See [`Builder::client_ip_source`](crate::Builder::client_ip_source).
+///
+/// A header is only as trustworthy as the proxy that writes it: name one only
+/// when the app cannot be reached except through a proxy you run (or your
+/// platform runs) that sets or overwrites it on every request. Otherwise any
+/// client can send the header and be counted as whatever address it likes.
+///
+/// When the named header is absent or malformed, the TCP peer address is used,
+/// so a bad header never fails a request. A header that must occur once
+/// (`X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`, `Fly-Client-IP`,
+/// `X-Envoy-External-Address`) is not trusted when it occurs twice, since the
+/// client may have sent one of its own. IPv4-mapped IPv6 addresses
+/// (`::ffff:192.0.2.1`) are folded to IPv4.
+///
+/// Parsed from its variant's name (`"RightmostXForwardedFor".parse()`), for
+/// settings read from the environment; [`Display`](fmt::Display) writes the
+/// same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ClientIpSource {
+    /// The TCP peer address, from axum's `ConnectInfo<SocketAddr>`: the server
+    /// must be started with `into_make_service_with_connect_info::<SocketAddr>()`.
+    /// Trusts no header. Use it when the app faces the internet directly; behind
+    /// a proxy, every visitor would be the proxy. The default.
+    #[default]
+    ConnectInfo,
+    /// The rightmost address of the last `X-Forwarded-For` header, the one the
+    /// nearest proxy appended (entries to its left are whatever the client
+    /// sent). Use it behind one proxy or load balancer that appends to
+    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`, AWS ALB,
+    /// HAProxy's `option forwardfor`). Behind two proxies of your own, the
+    /// rightmost entry is the first proxy: name a header that proxy sets instead.
+    RightmostXForwardedFor,
+    /// The `X-Real-IP` header, which must occur once. Use it behind nginx with
+    /// `proxy_set_header X-Real-IP $remote_addr;` (which overwrites what the
+    /// client sent).
+    XRealIp,
+    /// The `CF-Connecting-IP` header, which must occur once. Use it behind
+    /// Cloudflare, with the origin reachable only from Cloudflare's addresses.
+    CfConnectingIp,
+    /// The `True-Client-IP` header, which must occur once. Use it behind Akamai,
+    /// or Cloudflare Enterprise with the header turned on.
+    TrueClientIp,
+    /// The `Fly-Client-IP` header, which must occur once. Use it on Fly.io,
+    /// whose proxy sets it. Health checks do not carry it; they count as the peer.
+    FlyClientIp,
+    /// The `X-Envoy-External-Address` header, which must occur once. Use it
+    /// behind Envoy or Istio configured to set it for external requests.
+    XEnvoyExternalAddress,
+    /// The `for=` address of the rightmost element of the last RFC 7239
+    /// `Forwarded` header, the one the nearest proxy appended (elements to its
+    /// left are whatever the client sent). `for=unknown` and obfuscated
+    /// identifiers (`for=_hidden`) name no address: the peer is used. Use it
+    /// behind a proxy that appends `Forwarded` (nginx with a `Forwarded` map,
+    /// HAProxy's `option forwarded`).
+    RightmostForwarded,
+    /// The address in the last `CloudFront-Viewer-Address` header, written by
+    /// CloudFront as `address:port` (IPv6 unbracketed). Use it behind AWS
+    /// CloudFront with the header added by an origin request policy.
+    CloudFrontViewerAddress,
+}
+
+impl ClientIpSource {
+    /// Every source, in declaration order.
+    const ALL: [Self; 9] = [
+        Self::ConnectInfo,
+        Self::RightmostXForwardedFor,
+        Self::XRealIp,
+        Self::CfConnectingIp,
+        Self::TrueClientIp,
+        Self::FlyClientIp,
+        Self::XEnvoyExternalAddress,
+        Self::RightmostForwarded,
+        Self::CloudFrontViewerAddress,
+    ];
+
+    /// The variant's name, as [`FromStr`] takes it.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::ConnectInfo => "ConnectInfo",
+            Self::RightmostXForwardedFor => "RightmostXForwardedFor",
+            Self::XRealIp => "XRealIp",
+            Self::CfConnectingIp => "CfConnectingIp",
+            Self::TrueClientIp => "TrueClientIp",
+            Self::FlyClientIp => "FlyClientIp",
+            Self::XEnvoyExternalAddress => "XEnvoyExternalAddress",
+            Self::RightmostForwarded => "RightmostForwarded",
+            Self::CloudFrontViewerAddress => "CloudFrontViewerAddress",
+        }
+    }
+}
+
+impl fmt::Display for ClientIpSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ClientIpSource {
+    type Err = ParseClientIpSourceError;
+
+    /// The source of that variant name, exactly as written (`"XRealIp"`, not
+    /// `"x-real-ip"`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|source| source.name() == s)
+            .ok_or_else(|| ParseClientIpSourceError {
+                input: s.to_owned(),
+            })
+    }
+}
+
+/// A string that names no [`ClientIpSource`]; its message lists the names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseClientIpSourceError {
+    input: String,
+}
+
+impl fmt::Display for ParseClientIpSourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} is not a client IP source; expected one of ",
+            self.input
+        )?;
+        for (i, source) in ClientIpSource::ALL.iter().enumerate() {
+            let sep = match i {
+                0 => "",
+                _ if i + 1 == ClientIpSource::ALL.len() => " or ",
+                _ => ", ",
+            };
+            write!(f, "{sep}{source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ParseClientIpSourceError {}
+
 /// The client address of a request under `source`, falling back to the TCP peer
 /// address when the named header is absent or malformed. IPv4-mapped IPv6
 /// addresses are folded to IPv4 so one client has one identity.
 ///
-/// This runs on every request, so the common headers are read here rather than
-/// through `client-ip`: a static header name, the value's bytes, and a plain
-/// IPv4 parser before the standard one.
-pub(crate) fn client_ip(source: &ClientIpSource, req: &Parts) -> Option<IpAddr> {
+/// This runs on every request: a static header name, the value's bytes, and a
+/// plain IPv4 parser before the standard one; no allocation.
+pub(crate) fn client_ip(source: ClientIpSource, req: &Parts) -> Option<IpAddr> {
     let headers = &req.headers;
     let from_header = match source {
         ClientIpSource::ConnectInfo => None,
@@ -346,11 +488,10 @@ pub(crate) fn client_ip(source: &ClientIpSource, req: &Parts) -> Option<IpAddr> 
         ClientIpSource::XEnvoyExternalAddress => {
             single_value(headers, &X_ENVOY_EXTERNAL_ADDRESS).and_then(parse_ip)
         }
-        ClientIpSource::RightmostForwarded => client_ip::rightmost_forwarded(headers).ok(),
+        ClientIpSource::RightmostForwarded => forwarded::rightmost_forwarded_for(headers),
         ClientIpSource::CloudFrontViewerAddress => {
-            client_ip::cloudfront_viewer_address(headers).ok()
+            last_value(headers, &CLOUDFRONT_VIEWER_ADDRESS).and_then(parse_ip_and_port)
         }
-        _ => None,
     };
     from_header
         .or_else(|| {
@@ -380,6 +521,7 @@ const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip")
 const TRUE_CLIENT_IP: HeaderName = HeaderName::from_static("true-client-ip");
 const FLY_CLIENT_IP: HeaderName = HeaderName::from_static("fly-client-ip");
 const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+const CLOUDFRONT_VIEWER_ADDRESS: HeaderName = HeaderName::from_static("cloudfront-viewer-address");
 
 /// The value of the last `name` header: the one the nearest proxy wrote.
 fn last_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
@@ -409,6 +551,22 @@ pub(crate) fn parse_ip(bytes: &[u8]) -> Option<IpAddr> {
         return Some(IpAddr::V4(v4));
     }
     std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// `address:port` as CloudFront writes it: the port after the last colon, 1 to
+/// 5 digits, IPv6 addresses unbracketed (`2001:db8::1:443`), or bracketed should
+/// that change (`[2001:db8::1]:443`).
+fn parse_ip_and_port(bytes: &[u8]) -> Option<IpAddr> {
+    let bytes = bytes.trim_ascii();
+    let colon = bytes.iter().rposition(|&b| b == b':')?;
+    let (ip, port) = (&bytes[..colon], &bytes[colon + 1..]);
+    if !(1..=5).contains(&port.len()) || !port.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    match ip.strip_prefix(b"[").and_then(|ip| ip.strip_suffix(b"]")) {
+        Some(v6) => parse_ip(v6).filter(IpAddr::is_ipv6),
+        None => parse_ip(ip),
+    }
 }
 
 /// Four decimal octets, 0 to 255, without leading zeros (as the standard parser
@@ -530,6 +688,168 @@ mod tests {
             let std = case.trim_ascii().parse::<IpAddr>().ok();
             assert_eq!(ours, std, "{case:?}");
         }
+    }
+
+    /// Every variant is in `ALL` (the match fails to compile when one is
+    /// added, until it is listed), and each parses from its name.
+    #[test]
+    fn every_source_parses_from_its_name() {
+        fn position(source: ClientIpSource) -> usize {
+            match source {
+                ClientIpSource::ConnectInfo => 0,
+                ClientIpSource::RightmostXForwardedFor => 1,
+                ClientIpSource::XRealIp => 2,
+                ClientIpSource::CfConnectingIp => 3,
+                ClientIpSource::TrueClientIp => 4,
+                ClientIpSource::FlyClientIp => 5,
+                ClientIpSource::XEnvoyExternalAddress => 6,
+                ClientIpSource::RightmostForwarded => 7,
+                ClientIpSource::CloudFrontViewerAddress => 8,
+            }
+        }
+        for (i, source) in ClientIpSource::ALL.into_iter().enumerate() {
+            assert_eq!(position(source), i);
+            assert_eq!(source.to_string().parse(), Ok(source));
+            assert_eq!(format!("{source:?}"), source.to_string());
+        }
+        assert_eq!(ClientIpSource::default(), ClientIpSource::ConnectInfo);
+        for bad in [
+            "",
+            "x-forwarded-for",
+            "xrealip",
+            " XRealIp",
+            "XRealIp ",
+            "Other",
+        ] {
+            let err = bad.parse::<ClientIpSource>().unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{bad:?} is not")), "{err}");
+            assert!(
+                err.ends_with(
+                    "expected one of ConnectInfo, RightmostXForwardedFor, XRealIp, \
+                     CfConnectingIp, TrueClientIp, FlyClientIp, XEnvoyExternalAddress, \
+                     RightmostForwarded or CloudFrontViewerAddress"
+                ),
+                "{err}"
+            );
+        }
+    }
+
+    /// Each source reads its header, and falls back to the peer when the header
+    /// is absent, repeated (single-valued ones) or malformed.
+    #[test]
+    fn each_source_reads_its_header() {
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let parts = |headers: &[(&str, &str)]| {
+            let mut req = http::Request::new(());
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(SocketAddr::new(peer, 4711)));
+            for (name, value) in headers {
+                req.headers_mut().append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            req.into_parts().0
+        };
+        use ClientIpSource::*;
+        type Case<'a> = (ClientIpSource, &'a [(&'a str, &'a str)], Option<IpAddr>);
+        let cases: &[Case] = &[
+            (ConnectInfo, &[("x-real-ip", "192.0.2.1")], Some(peer)),
+            (
+                RightmostXForwardedFor,
+                &[("x-forwarded-for", "6.6.6.6, 192.0.2.1")],
+                ip("192.0.2.1"),
+            ),
+            (
+                RightmostXForwardedFor,
+                &[("x-forwarded-for", "192.0.2.1, bogus")],
+                Some(peer),
+            ),
+            (XRealIp, &[("x-real-ip", " 192.0.2.1 ")], ip("192.0.2.1")),
+            (
+                XRealIp,
+                &[("x-real-ip", "192.0.2.1"), ("x-real-ip", "192.0.2.2")],
+                Some(peer),
+            ),
+            (XRealIp, &[], Some(peer)),
+            (
+                CfConnectingIp,
+                &[("cf-connecting-ip", "2001:db8::1")],
+                ip("2001:db8::1"),
+            ),
+            (
+                TrueClientIp,
+                &[("true-client-ip", "::ffff:192.0.2.1")],
+                ip("192.0.2.1"),
+            ),
+            (
+                FlyClientIp,
+                &[("fly-client-ip", "192.0.2.1")],
+                ip("192.0.2.1"),
+            ),
+            (FlyClientIp, &[("fly-client-ip", "unknown")], Some(peer)),
+            (
+                XEnvoyExternalAddress,
+                &[("x-envoy-external-address", "192.0.2.1")],
+                ip("192.0.2.1"),
+            ),
+            (
+                RightmostForwarded,
+                &[("forwarded", r#"for=6.6.6.6, for="[2001:db8::1]:443""#)],
+                ip("2001:db8::1"),
+            ),
+            (
+                RightmostForwarded,
+                &[("forwarded", "for=_hidden")],
+                Some(peer),
+            ),
+            (
+                CloudFrontViewerAddress,
+                &[("cloudfront-viewer-address", "192.0.2.1:46532")],
+                ip("192.0.2.1"),
+            ),
+            (
+                CloudFrontViewerAddress,
+                &[("cloudfront-viewer-address", "2001:db8::1:46532")],
+                ip("2001:db8::1"),
+            ),
+            (
+                CloudFrontViewerAddress,
+                &[("cloudfront-viewer-address", "[2001:db8::1]:46532")],
+                ip("2001:db8::1"),
+            ),
+            (
+                CloudFrontViewerAddress,
+                &[("cloudfront-viewer-address", "192.0.2.1")],
+                Some(peer),
+            ),
+            (
+                CloudFrontViewerAddress,
+                &[("cloudfront-viewer-address", "192.0.2.1:")],
+                Some(peer),
+            ),
+            (
+                CloudFrontViewerAddress,
+                &[("cloudfront-viewer-address", "192.0.2.1:http")],
+                Some(peer),
+            ),
+            (
+                CloudFrontViewerAddress,
+                &[("cloudfront-viewer-address", "[192.0.2.1]:80")],
+                Some(peer),
+            ),
+        ];
+        for (source, headers, want) in cases {
+            assert_eq!(
+                client_ip(*source, &parts(headers)),
+                *want,
+                "{source} {headers:?}"
+            );
+        }
+        // No header, no peer: unidentified.
+        let bare = http::Request::new(()).into_parts().0;
+        assert_eq!(client_ip(ClientIpSource::ConnectInfo, &bare), None);
     }
 
     #[test]

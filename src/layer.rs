@@ -6,7 +6,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use axum_client_ip::ClientIpSource;
 use http::Request;
 use tokio::sync::{Semaphore, mpsc};
 use tower::{Layer, Service};
@@ -14,7 +13,9 @@ use tower::{Layer, Service};
 use crate::bots::BotFilter;
 use crate::counters::{Counters, LogLimiter, incr};
 use crate::filters::Skip;
-use crate::identity::{IdentifyUser, Identity, SessionKey, User, UserFuture, client_ip, group_ip};
+use crate::identity::{
+    ClientIpSource, IdentifyUser, Identity, SessionKey, User, UserFuture, client_ip, group_ip,
+};
 use crate::queue::Msg;
 use crate::who::Who;
 
@@ -122,7 +123,7 @@ impl Reporting {
     /// What the request is if no user claims it.
     fn anonymous(&self, parts: &http::request::Parts) -> Anonymous {
         Anonymous {
-            ip: client_ip(&self.ip_source, parts).map(|ip| group_ip(ip, self.ipv6_prefix)),
+            ip: client_ip(self.ip_source, parts).map(|ip| group_ip(ip, self.ipv6_prefix)),
             bot: self.bots.matches(&parts.headers),
         }
     }

@@ -99,7 +99,6 @@ mod view;
 mod who;
 mod wiring;
 
-pub use axum_client_ip::ClientIpSource;
 #[cfg(feature = "axum-login")]
 pub use axum_login::AuthSessionUser;
 pub use bots::{BotFilter, DEFAULT_BOT_PATTERNS};
@@ -112,13 +111,15 @@ pub use config::{
     DEFAULT_VIEW_NAMES, DEFAULT_WINDOW, MAX_LIMIT,
 };
 pub use counters::CounterSnapshot;
+// Unstable, for `benches/dedupe.rs` only: see the feature in Cargo.toml.
+#[cfg(feature = "bench-internals")]
 #[doc(hidden)]
 pub use dedupe::BenchDedupe;
 pub use error::{Error, Result};
 pub use handle::WhosOnline;
 pub use identity::{
-    IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers, SessionKey, User,
-    UserFuture, identify_fn, identify_now,
+    ClientIpSource, IdentifyFn, IdentifyNow, IdentifyUser, Identity, MAX_USER_NAME_LEN, NoUsers,
+    ParseClientIpSourceError, SessionKey, User, UserFuture, identify_fn, identify_now,
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
 pub use presence::{

@@ -178,7 +178,37 @@ async fn repeated_and_spoofed_proxy_headers(stack: Stack) {
     assert_eq!(site.whos.visitor_count().await.unwrap(), 1);
 }
 
+async fn forwarded_header_rightmost_element(stack: Stack) {
+    // RFC 7239 Forwarded: the for= of the element our proxy appended, whatever
+    // the client wrote before it, on the same line or on lines of its own.
+    let site = Site::with(stack, |b| {
+        b.client_ip_source(ClientIpSource::RightmostForwarded)
+    })
+    .await;
+    for client_part in [r#"for="1.1.1.1"#, "for=2.2.2.2", r#"for="\"#, "garbage;;=,"] {
+        let mut req = request_from("10.0.0.1", "/");
+        req.headers_mut()
+            .append("forwarded", client_part.parse().unwrap());
+        req.headers_mut().append(
+            "forwarded",
+            format!(r#"{client_part}, for="[2001:db8::7]:4711";proto=https"#)
+                .parse()
+                .unwrap(),
+        );
+        site.send(req).await;
+    }
+    // No address in our element: the peer counts.
+    let mut req = request_from("10.0.0.1", "/");
+    req.headers_mut()
+        .append("forwarded", "for=3.3.3.3, for=unknown".parse().unwrap());
+    site.send(req).await;
+    site.whos.flush().await.unwrap();
+    // 2001:db8::7 (four times) and the peer 10.0.0.1.
+    assert_eq!(site.whos.visitor_count().await.unwrap(), 2);
+}
+
 on_both_stacks!(
+    forwarded_header_rightmost_element,
     hidden_users_can_count_as_guests,
     bots_are_counted_apart_and_never_raise_the_record,
     bot_filter_can_be_replaced_or_turned_off,

@@ -20,7 +20,8 @@ use super::json::{OnlineResponse, StatsResponse};
 struct ApiDoc;
 
 /// The OpenAPI document of the router fragment (paths relative to where it is
-/// mounted), for merging into an application's own document.
+/// mounted), for merging into an application's own document. It is a `utoipa`
+/// 6 type: merge it into a document built with `utoipa` 6.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     <ApiDoc as utoipa::OpenApi>::openapi()
 }
