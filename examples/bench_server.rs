@@ -174,7 +174,12 @@ async fn footer_reads(State(store): State<Arc<RedisPresence>>) -> String {
     let seen = seen.unwrap_or_default();
     let record = record.ok().flatten().unwrap_or_default();
     let online = seen.online(FOOTER_NAMES);
-    render_footer(online.user_count, online.visitor_count, &online.users, &record)
+    render_footer(
+        online.user_count,
+        online.visitor_count,
+        &online.users,
+        &record,
+    )
 }
 
 fn render_footer(users: u64, visitors: u64, names: &[String], record: &Record) -> String {
@@ -217,10 +222,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 Mode::LayerRouter => app.layer(w.layer()),
                 Mode::Footer => Router::new().route("/", get(footer)).with_state(w.clone()),
                 Mode::FooterReads => {
-                    let store = RedisPresence::new(
-                        axum_whos_online::redis_pool(&redis_url)?,
-                        &args.prefix,
-                    );
+                    let store =
+                        RedisPresence::new(axum_whos_online::redis_pool(&redis_url)?, &args.prefix);
                     Router::new()
                         .route("/", get(footer_reads))
                         .with_state(Arc::new(store))

@@ -84,9 +84,7 @@ struct Seen {
 impl Seen {
     fn arrived(&self) {
         let ns = self.start.elapsed().as_nanos() as u64;
-        let _ = self
-            .first_ns
-            .compare_exchange(0, ns, Relaxed, Relaxed);
+        let _ = self.first_ns.compare_exchange(0, ns, Relaxed, Relaxed);
         self.last_ns.fetch_max(ns, Relaxed);
         if self.reached.fetch_add(1, Relaxed) + 1 == self.total {
             self.all.notify_one();
@@ -218,11 +216,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let spread: Vec<f64> = {
-        let mut s: Vec<f64> = to_first
-            .iter()
-            .zip(&to_last)
-            .map(|(f, l)| l - f)
-            .collect();
+        let mut s: Vec<f64> = to_first.iter().zip(&to_last).map(|(f, l)| l - f).collect();
         s.sort_by(f64::total_cmp);
         s
     };

@@ -256,7 +256,10 @@ async fn names_are_escaped(stack: Stack) {
     demo.login(OTHER_IP, script).await;
     demo.online_when(|o| o.user_count == 2).await;
     let page = demo.page(ALICE_IP, Some(&cookie)).await;
-    assert!(!page.contains("<script>alert"), "raw script in page: {page}");
+    assert!(
+        !page.contains("<script>alert"),
+        "raw script in page: {page}"
+    );
     assert!(
         page.contains("&lt;script&gt;alert(&#39;x &amp; y&#39;)&lt;/script&gt;"),
         "{page}"

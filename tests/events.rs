@@ -174,8 +174,17 @@ async fn the_limit_applies_and_bad_ones_are_400(stack: Stack) {
     }
     site.whos.refresh_now().await.unwrap();
     let mut events = subscribe(&site, "/online/events?limit=2").await;
-    assert_eq!(events.next().await.unwrap().data["users"], json!(["b", "c"]));
-    for q in ["limit=0", "limit=x", "limit=201", "other=1", "limit=1&limit=2"] {
+    assert_eq!(
+        events.next().await.unwrap().data["users"],
+        json!(["b", "c"])
+    );
+    for q in [
+        "limit=0",
+        "limit=x",
+        "limit=201",
+        "other=1",
+        "limit=1&limit=2",
+    ] {
         let res = site
             .send(request_from("10.0.0.1", &format!("/online/events?{q}")))
             .await;
@@ -238,7 +247,6 @@ async fn a_slow_subscriber_gets_the_latest_only(stack: Stack) {
     );
     assert!(site.whos.counters().stream_views_skipped >= 4);
 }
-
 
 /// A presence store that counts its reads.
 struct CountingReads {

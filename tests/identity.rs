@@ -202,7 +202,7 @@ async fn forwarded_header_rightmost_element(stack: Stack) {
     req.headers_mut()
         .append("forwarded", "for=3.3.3.3, for=unknown".parse().unwrap());
     site.send(req).await;
-    site.whos.flush().await.unwrap();
+    site.settle().await;
     // 2001:db8::7 (four times) and the peer 10.0.0.1.
     assert_eq!(site.whos.visitor_count().await.unwrap(), 2);
 }
