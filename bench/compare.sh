@@ -42,8 +42,9 @@ usage: bench/compare.sh [options]
   --load-cpu N       CPU wrk is pinned to (default $load_cpu)
   --port P           server port (default $port)
   --modes "A B"      modes to run, of bare, noop, layer, layer-router, naive,
-                     footer (layer + a page rendering the footer from the view)
-                     and footer-reads (the same page reading Redis per request)
+                     footer (layer + a page rendering the footer from the view),
+                     footer-reads (the same page reading Redis per request) and
+                     bare-footer (the same page from constants, no crate)
                      (default "$modes"; layer-router's Redis columns are
                      layer's, whose writes are the same)
   --private-redis P  start a throwaway redis-server on port P and use it (keeps

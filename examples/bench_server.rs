@@ -17,6 +17,8 @@
 //! * `footer`: `layer`, and a page handler that renders the forum footer (the
 //!   counts, the first five names, the record) from [`WhosOnline::view`] on
 //!   every request: no store call.
+//! * `bare-footer`: the same page rendered from constant data, without the
+//!   crate: the baseline for what the page's own rendering costs.
 //! * `footer-reads`: the same page, reading the store on every request as the
 //!   handle's reads did before the view (one pipelined presence read and one
 //!   record cache read: two Redis round trips per page).
@@ -25,7 +27,8 @@
 //! trust the rightmost `X-Forwarded-For` entry for the visitor's address, and the
 //! `x-bench-user` header marks a request as the logged-in user it names.
 //!
-//! Flags: `--mode bare|noop|layer|layer-router|naive|footer|footer-reads` (default `layer`), `--bind ADDR` (default
+//! Flags: `--mode bare|noop|layer|layer-router|naive|footer|footer-reads|bare-footer`
+//! (default `layer`), `--bind ADDR` (default
 //! `127.0.0.1:3900`), `--prefix P` (Redis key prefix; default one unique to the
 //! run), `--threads N` (Tokio workers; default: the CPUs this process may use),
 //! `--resolution SECS` (layer mode: the de-duplication resolution; default 30, 0
@@ -62,6 +65,7 @@ enum Mode {
     Naive,
     Footer,
     FooterReads,
+    BareFooter,
 }
 
 struct Args {
@@ -75,7 +79,7 @@ struct Args {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "bench_server: {problem}\n\
-         usage: bench_server [--mode bare|noop|layer|layer-router|naive|footer|footer-reads] [--bind ADDR] [--prefix P] [--threads N]\n\
+         usage: bench_server [--mode bare|noop|layer|layer-router|naive|footer|footer-reads|bare-footer] [--bind ADDR] [--prefix P] [--threads N]\n\
          \x20                   [--resolution SECS]"
     );
     std::process::exit(2)
@@ -109,6 +113,7 @@ fn parse_args() -> Args {
                     "naive" => Mode::Naive,
                     "footer" => Mode::Footer,
                     "footer-reads" => Mode::FooterReads,
+                    "bare-footer" => Mode::BareFooter,
                     other => usage(&format!("unknown mode {other:?}")),
                 }
             }
@@ -159,12 +164,32 @@ const FOOTER_NAMES: usize = 5;
 /// The forum footer, from the view: no I/O.
 async fn footer(State(whos): State<WhosOnline>) -> String {
     let view = whos.view();
+    let mut names: Vec<&str> = view
+        .recent()
+        .iter()
+        .take(FOOTER_NAMES)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    names.sort_unstable();
     render_footer(
         view.user_count(),
         view.visitor_count(),
-        &view.online(FOOTER_NAMES).users,
+        &names,
         &view.record(),
     )
+}
+
+/// The same page from constant data, without the crate: what rendering it
+/// costs by itself.
+async fn bare_footer() -> String {
+    static RECORD: std::sync::LazyLock<Record> = std::sync::LazyLock::new(|| {
+        Record::seen(
+            55,
+            400,
+            chrono::DateTime::from_timestamp(1_764_185_364, 0).unwrap(),
+        )
+    });
+    render_footer(12, 340, &["alice", "bob", "carol", "dave", "erin"], &RECORD)
 }
 
 /// The same footer, read from Redis on every request.
@@ -174,23 +199,40 @@ async fn footer_reads(State(store): State<Arc<RedisPresence>>) -> String {
     let seen = seen.unwrap_or_default();
     let record = record.ok().flatten().unwrap_or_default();
     let online = seen.online(FOOTER_NAMES);
-    render_footer(
-        online.user_count,
-        online.visitor_count,
-        &online.users,
-        &record,
-    )
+    let names: Vec<&str> = online.users.iter().map(String::as_str).collect();
+    render_footer(online.user_count, online.visitor_count, &names, &record)
 }
 
-fn render_footer(users: u64, visitors: u64, names: &[String], record: &Record) -> String {
-    let most = match record.max_users_date {
-        Some(d) => format!("{} on {}", record.max_users, d.format("%Y-%m-%d %H:%M UTC")),
-        None => "no record yet".to_owned(),
-    };
-    format!(
-        "Hello, World! {users} users ({}) and {visitors} guests online; most ever {most}",
-        names.join(", ")
-    )
+/// "Hello, World! 12 users (alice, bob) and 340 guests online; most ever 55 on
+/// 2025-11-26 19:29 UTC", written into one buffer.
+fn render_footer(users: u64, visitors: u64, names: &[&str], record: &Record) -> String {
+    use chrono::{Datelike, Timelike};
+    use std::fmt::Write;
+    let mut out = String::with_capacity(160);
+    let _ = write!(out, "Hello, World! {users} users (");
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(name);
+    }
+    let _ = write!(out, ") and {visitors} guests online; most ever ");
+    match record.max_users_date {
+        Some(d) => {
+            let _ = write!(
+                out,
+                "{} on {:04}-{:02}-{:02} {:02}:{:02} UTC",
+                record.max_users,
+                d.year(),
+                d.month(),
+                d.day(),
+                d.hour(),
+                d.minute()
+            );
+        }
+        None => out.push_str("no record yet"),
+    }
+    out
 }
 
 async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -201,6 +243,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut naive = None;
     let app = match args.mode {
         Mode::Bare => app,
+        Mode::BareFooter => Router::new().route("/", get(bare_footer)),
         Mode::Noop => app.layer(tower::util::MapRequestLayer::new(|req: Request| req)),
         Mode::Layer | Mode::LayerRouter | Mode::Footer | Mode::FooterReads => {
             let mut builder = WhosOnline::builder();
@@ -220,7 +263,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             let app = match args.mode {
                 Mode::LayerRouter => app.layer(w.layer()),
-                Mode::Footer => Router::new().route("/", get(footer)).with_state(w.clone()),
+                // With the fragment, for bench/streams.sh's subscribers.
+                Mode::Footer => Router::new()
+                    .route("/", get(footer))
+                    .with_state(w.clone())
+                    .merge(w.router()),
                 Mode::FooterReads => {
                     let store =
                         RedisPresence::new(axum_whos_online::redis_pool(&redis_url)?, &args.prefix);

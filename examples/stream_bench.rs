@@ -2,15 +2,20 @@
 //! `bench_server --mode footer`, for `bench/streams.sh`.
 //!
 //! ```text
-//! stream_bench --server 127.0.0.1:3901 --pid PID --subscribers 10000 --changes 20
+//! stream_bench --server 127.0.0.1:3901 --pid PID --redis redis://127.0.0.1:6398 \
+//!     --subscribers 10000 --changes 20
 //! ```
 //!
-//! Opens the subscribers (each from its own connection), waits until every one
+//! First counts the Redis commands the server sends in `--hold` seconds with no
+//! subscriber (`INFO commandstats`; the server's own refresh, ticks and lease).
+//! Then opens the subscribers (each from its own connection), waits until every one
 //! has its first events, then makes `--changes` count changes: one request from
 //! a new visitor each (`X-Forwarded-For`, which `bench_server` trusts), waiting
 //! until every subscriber has seen it. For each change it takes the time from
 //! the request to the first and to the last subscriber's event; it also reads
-//! the server's resident memory before and after subscribing (`/proc/PID/status`).
+//! the server's resident memory before and after subscribing (`/proc/PID/status`),
+//! and counts the Redis commands again over `--hold` seconds with every
+//! subscriber connected.
 //! Prints one `RESULT` line for the script.
 
 use std::net::SocketAddr;
@@ -25,6 +30,8 @@ use tokio::sync::Notify;
 struct Args {
     server: SocketAddr,
     pid: u32,
+    redis: String,
+    hold: u64,
     subscribers: usize,
     changes: usize,
 }
@@ -33,6 +40,8 @@ fn parse_args() -> Args {
     let mut args = Args {
         server: SocketAddr::from(([127, 0, 0, 1], 3901)),
         pid: 0,
+        redis: "redis://127.0.0.1:6379".to_owned(),
+        hold: 10,
         subscribers: 10_000,
         changes: 20,
     };
@@ -42,12 +51,44 @@ fn parse_args() -> Args {
         match flag.as_str() {
             "--server" => args.server = value.parse().expect("--server ADDR"),
             "--pid" => args.pid = value.parse().expect("--pid PID"),
+            "--redis" => args.redis = value,
+            "--hold" => args.hold = value.parse().expect("--hold SECS"),
             "--subscribers" => args.subscribers = value.parse().expect("--subscribers N"),
             "--changes" => args.changes = value.parse().expect("--changes N"),
             other => panic!("unknown flag {other}"),
         }
     }
     args
+}
+
+/// Commands Redis has run so far, `INFO` itself excluded.
+async fn redis_calls(url: &str) -> u64 {
+    let client = deadpool_redis::redis::Client::open(url).expect("--redis URL");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let info: String = deadpool_redis::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_info:"))
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+/// Redis commands per second over `secs` seconds.
+async fn redis_rate(url: &str, secs: u64) -> f64 {
+    let before = redis_calls(url).await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = redis_calls(url).await;
+    // Our own two INFO calls are not counted; the connections' HELLO/CLIENT
+    // commands, if any, are a handful.
+    (after - before) as f64 / secs as f64
 }
 
 /// Resident memory of a process, in KiB.
@@ -159,6 +200,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = parse_args();
+    let idle_rate = redis_rate(&args.redis, args.hold).await;
     let rss_before = rss_kib(args.pid);
     let seen = Arc::new(Seen {
         ready: AtomicUsize::new(0),
@@ -185,7 +227,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let connect_secs = opened.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let busy_rate = redis_rate(&args.redis, args.hold).await;
     let rss_after = rss_kib(args.pid);
 
     let (mut to_first, mut to_last) = (Vec::new(), Vec::new());
@@ -223,7 +265,8 @@ async fn main() {
     to_first.sort_by(f64::total_cmp);
     to_last.sort_by(f64::total_cmp);
     println!(
-        "RESULT subscribers={} connect_secs={connect_secs:.1} rss_before_kib={rss_before} \
+        "RESULT subscribers={} connect_secs={connect_secs:.1} redis_per_sec_idle={idle_rate:.2} \
+         redis_per_sec_subscribed={busy_rate:.2} rss_before_kib={rss_before} \
          rss_after_kib={rss_after} changes={} first_p50_ms={:.1} last_p50_ms={:.1} last_p99_ms={:.1} \
          fanout_p50_ms={:.1} fanout_p99_ms={:.1}",
         args.subscribers,

@@ -14,8 +14,12 @@
 //! * A ticker task prunes and counts the sets and raises the record in Postgres
 //!   ([`PostgresRecord`]; [`MemoryRecord`] is the embedded default), atomically and
 //!   never downwards, cached in a Redis hash.
-//! * [`WhosOnline::router`] serves `GET /online` and `GET /stats` as JSON (and,
-//!   with the `openapi` feature, `GET /openapi.json`).
+//! * A refresher task keeps one [`View`] per instance (counts, the most recent
+//!   names, the record, `as_of`), read by [`WhosOnline::view`] without I/O: a
+//!   page can render the footer on every request for free.
+//! * [`WhosOnline::router`] serves `GET /online` and `GET /stats` as JSON, and
+//!   `GET /online/events` as server-sent events, all from the view (and, with
+//!   the `openapi` feature, `GET /openapi.json`).
 //!
 //! ```no_run
 //! use std::net::SocketAddr;
@@ -44,15 +48,16 @@
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //!     // Visitors are keyed by the TCP peer address: serve with connect info.
 //!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-//!         .with_graceful_shutdown(axum_whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
+//!         .with_graceful_shutdown(whos.shutdown_signal()) // Ctrl-C or SIGTERM; ends the streams
 //!         .await?;
 //!     whos.shutdown().await?; // writes every queued report before exit
 //!     Ok(())
 //! }
 //! ```
 //!
-//! [`shutdown_signal`] completes on Ctrl-C or, on Unix, SIGTERM (what Docker,
-//! systemd and Kubernetes send), so the same `main` stops cleanly wherever it runs.
+//! [`WhosOnline::shutdown_signal`] completes on Ctrl-C or, on Unix, SIGTERM (what
+//! Docker, systemd and Kubernetes send), so the same `main` stops cleanly wherever
+//! it runs; it also ends the event streams, which a graceful shutdown waits for.
 //!
 //! The repository's `README.md` is the newcomer's page: the quick start, trying
 //! it with curl, a login handler, the HTTP API, the main settings and the

@@ -68,6 +68,21 @@ async fn served_responses_match_the_document(stack: Stack) {
     let (status, err) = site.get_json("/online?limit=abc").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     validate(&doc, "/online", 400, &err);
+
+    // The view's fields, the 304s and the event stream are documented too.
+    assert!(doc["components"]["schemas"]["OnlineResponse"]["properties"]["as_of"].is_object());
+    assert!(doc["components"]["schemas"]["OnlineEvent"].is_object());
+    for path in ["/online", "/stats"] {
+        assert!(
+            doc["paths"][path]["get"]["responses"]["304"].is_object(),
+            "{path}"
+        );
+    }
+    let events = &doc["paths"]["/online/events"]["get"]["responses"];
+    for status in ["200", "400", "503"] {
+        assert!(events[status].is_object(), "{status}");
+    }
+    assert!(events["200"]["content"]["text/event-stream"].is_object());
 }
 
 async fn the_document_can_be_turned_off(stack: Stack) {
