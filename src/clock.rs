@@ -101,6 +101,8 @@ const UNSYNCED: i64 = i64::MIN;
 pub(crate) struct ServerClock {
     local: std::sync::Arc<dyn Clock>,
     offset_ms: AtomicI64,
+    /// Told when the first server time arrives.
+    synced: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ServerClock {
@@ -116,7 +118,29 @@ impl ServerClock {
         Self {
             local,
             offset_ms: AtomicI64::new(UNSYNCED),
+            synced: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Waits until a server time has been seen, for at most `within`.
+    ///
+    /// A time read from this clock before its first sync is local time, and
+    /// the store shifts it onto the server's only in the operation that
+    /// syncs: a reading taken before another operation synced would go out
+    /// unshifted (a cutoff ten minutes off prunes everyone). So the crate's
+    /// tasks wait here before they read the clock; the wiring starts the first
+    /// sync at once. Past `within` (Redis down), they go on with local time.
+    pub(crate) async fn ready(&self, within: std::time::Duration) {
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let told = self.synced.notified();
+                if self.is_synced() {
+                    return;
+                }
+                told.await;
+            }
+        })
+        .await;
     }
 
     /// Whether a server time has been seen.
@@ -147,8 +171,12 @@ impl ServerClock {
         let server_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
         let offset = server_ms.saturating_sub(self.local.now().timestamp_millis());
         // Never store the sentinel by accident.
-        self.offset_ms
-            .store(offset.max(UNSYNCED + 1), Ordering::Relaxed);
+        let before = self
+            .offset_ms
+            .swap(offset.max(UNSYNCED + 1), Ordering::Relaxed);
+        if before == UNSYNCED {
+            self.synced.notify_waiters();
+        }
     }
 }
 
@@ -165,6 +193,31 @@ impl Clock for ServerClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tasks wait for the first sync before they read the clock, and go on
+    /// unsynced when it never comes.
+    #[tokio::test(start_paused = true)]
+    async fn ready_waits_for_the_first_sync_or_gives_up() {
+        let server = Arc::new(ServerClock::new(Arc::new(ManualClock::at_unix(1_000))));
+        let started = tokio::time::Instant::now();
+        server.ready(std::time::Duration::from_secs(2)).await;
+        assert_eq!(started.elapsed(), std::time::Duration::from_secs(2));
+        assert!(!server.is_synced());
+
+        let syncing = Arc::clone(&server);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            syncing.observe(1_600, 0);
+        });
+        let started = tokio::time::Instant::now();
+        server.ready(std::time::Duration::from_secs(2)).await;
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(300));
+        assert_eq!(server.unix_secs(), 1_600);
+        // Synced: no wait at all.
+        let started = tokio::time::Instant::now();
+        Settle(Some(Arc::clone(&server))).wait().await;
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+    }
 
     #[test]
     fn server_clock_reads_local_until_synced_then_adds_the_offset() {
@@ -185,5 +238,24 @@ mod tests {
         server.observe(400, 0);
         assert_eq!(server.unix_secs(), 400);
         assert_eq!(server.shift(1_005), 400);
+    }
+}
+
+/// How long the crate's tasks wait for the server clock's first sync before
+/// they read it (see [`ServerClock::ready`]).
+pub(crate) const FIRST_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The server clock to wait for before reading the time, if there is one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settle(pub(crate) Option<std::sync::Arc<ServerClock>>);
+
+impl Settle {
+    /// Returns once the clock reads server time, or after [`FIRST_SYNC_WAIT`].
+    pub(crate) async fn wait(&self) {
+        if let Some(clock) = &self.0
+            && !clock.is_synced()
+        {
+            clock.ready(FIRST_SYNC_WAIT).await;
+        }
     }
 }

@@ -16,7 +16,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
-use crate::clock::Clock;
+use crate::clock::{Clock, Settle};
 use crate::counters::{Counters, LogLimiter, incr};
 use crate::presence::{HiddenUsers, PresenceStore};
 use crate::record::Record;
@@ -27,6 +27,8 @@ pub(crate) struct Refresher {
     pub(crate) presence: Arc<dyn PresenceStore>,
     pub(crate) ticker: Arc<Ticker>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The server clock's first sync, waited for before the clock is read.
+    pub(crate) settle: Settle,
     pub(crate) window: Duration,
     /// How many names the view lists.
     pub(crate) names: usize,
@@ -45,6 +47,7 @@ impl Refresher {
         presence: Arc<dyn PresenceStore>,
         ticker: Arc<Ticker>,
         clock: Arc<dyn Clock>,
+        settle: Settle,
         window: Duration,
         names: usize,
         hidden_users: HiddenUsers,
@@ -58,6 +61,7 @@ impl Refresher {
             presence,
             ticker,
             clock,
+            settle,
             window,
             names,
             hidden_users,
@@ -92,6 +96,7 @@ impl Refresher {
     /// One refresh now; the new view, or the error that kept the old one.
     pub(crate) async fn refresh(&self) -> Result<Arc<View>> {
         let _gate = self.gate.lock().await;
+        self.settle.wait().await;
         let now = self.clock.now();
         let cutoff = now.timestamp() - i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
         let seen = self.presence.snapshot(cutoff, self.names).await;

@@ -12,7 +12,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Settle};
 use crate::counters::{Counters, LogLimiter, add, incr};
 use crate::dedupe::Dedupe;
 use crate::presence::{Batch, DaySecrets, Marked, PresenceStore};
@@ -326,6 +326,8 @@ pub(crate) struct Writer {
     /// Where the store keeps the day secrets, if it does.
     pub(crate) secrets: Option<Arc<dyn DaySecrets>>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The server clock's first sync, waited for before the clock is read.
+    pub(crate) settle: Settle,
     pub(crate) counters: Arc<Counters>,
     /// Turns visitor and bot addresses into stored members (keyed hashes by
     /// default); the only place an address becomes a member.
@@ -374,6 +376,7 @@ impl Writer {
     }
 
     async fn write_members(&self, members: &Waiting) -> crate::Result<()> {
+        self.settle.wait().await;
         let now = self.clock.now();
         let day = now.date_naive();
         let at = now.timestamp();

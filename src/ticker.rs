@@ -13,7 +13,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Settle};
 use crate::counters::Counters;
 use crate::counters::{LogLimiter, incr};
 use crate::presence::{Counts, HiddenUsers, PresenceStore, TickLease};
@@ -89,6 +89,8 @@ pub(crate) struct Ticker {
     /// The record store behind its cache.
     pub(crate) record: Arc<CachingRecord>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The server clock's first sync, waited for before the clock is read.
+    pub(crate) settle: Settle,
     pub(crate) window: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) hidden_users: HiddenUsers,
@@ -138,6 +140,7 @@ impl Ticker {
         let state = &self.state;
         let _gate = state.gate.lock().await;
         let started = std::time::Instant::now();
+        self.settle.wait().await;
         let cutoff = self.clock.unix_secs() - self.window_secs();
         let counts = match self.presence.prune_and_count(cutoff).await {
             Ok(c) => self.hidden_users.counts(c),
@@ -365,6 +368,7 @@ impl Ticker {
         let (users, visitors) = match to {
             RecordReset::To { users, visitors } => (users, visitors),
             RecordReset::ToCurrentCounts => {
+                self.settle.wait().await;
                 let cutoff = self.clock.unix_secs() - self.window_secs();
                 let seen = self.presence.snapshot(cutoff, 0).await?;
                 let counts = self.hidden_users.counts(seen.counts);

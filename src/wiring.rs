@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::ServerClock;
+use crate::clock::{ServerClock, Settle};
 use crate::config::{Builder, PresenceChoice, RecordChoice};
 use crate::counters::{Counters, LogLimiter};
 use crate::dedupe::Dedupe;
@@ -51,6 +51,7 @@ impl Builder {
         );
         let mut clock = self.clock;
         let mut lease = None;
+        let mut settle = Settle::default();
         let mut wire_redis = |store: RedisPresence| -> Arc<RedisPresence> {
             let mut store = store.with_set_ttl(self.window.saturating_mul(2));
             store = match self.max_members {
@@ -60,7 +61,16 @@ impl Builder {
             if self.server_time.unwrap_or(true) {
                 let server = Arc::new(ServerClock::new(Arc::clone(&clock)));
                 store = store.with_server_clock(Arc::clone(&server));
+                settle = Settle(Some(Arc::clone(&server)));
                 clock = server;
+                // The first sync at once: the tasks wait for it before they
+                // read the clock (see ServerClock::ready).
+                let syncing = store.clone();
+                runtime.spawn(async move {
+                    if let Err(e) = syncing.sync_clock().await {
+                        tracing::debug!(error = %e, "whos-online: Redis time not read at start");
+                    }
+                });
             }
             if self.tick_lease {
                 lease = Some(TickLease::new(
@@ -106,6 +116,7 @@ impl Builder {
             presence: Arc::clone(&presence),
             record,
             clock: Arc::clone(&clock),
+            settle: settle.clone(),
             window: self.window,
             counters: Arc::clone(&counters),
             hidden_users: self.hidden_users,
@@ -115,6 +126,7 @@ impl Builder {
             Arc::clone(&presence),
             Arc::clone(&ticker),
             Arc::clone(&clock),
+            settle.clone(),
             self.window,
             self.view_names,
             self.hidden_users,
@@ -154,6 +166,7 @@ impl Builder {
                 presence,
                 secrets,
                 clock,
+                settle,
                 counters,
                 pseudonyms: Arc::new(Pseudonymizer::new(self.visitor_ids)),
                 window: self.window,

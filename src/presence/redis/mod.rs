@@ -369,6 +369,16 @@ impl RedisPresence {
         }
     }
 
+    /// Learns the server's time now, when a server clock is kept and has not
+    /// seen the server yet (the wiring calls it at start).
+    pub(crate) async fn sync_clock(&self) -> Result<()> {
+        if self.server_clock.as_ref().is_some_and(|c| !c.is_synced()) {
+            let mut conn = self.conn().await?;
+            self.sync_first(&mut conn).await?;
+        }
+        Ok(())
+    }
+
     /// Appends `TIME` to a pipeline when a server clock is kept.
     fn ask_time(&self, pipe: &mut redis::Pipeline) {
         if self.server_clock.is_some() {
