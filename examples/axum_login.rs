@@ -119,12 +119,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3001").await?;
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(axum_whos_online::shutdown_signal()) // Ctrl-C or SIGTERM
-    .await?;
+    .with_graceful_shutdown(whos.shutdown_signal()); // Ctrl-C or SIGTERM; ends event streams
+    whos.graceful(server, std::time::Duration::from_secs(10))
+        .await?;
     whos.shutdown().await?; // writes every queued report before exit
     Ok(())
 }

@@ -308,7 +308,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 listener,
                 axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
             )
-            .with_graceful_shutdown(axum_whos_online::shutdown_signal())
+            .with_graceful_shutdown(w.shutdown_signal())
             .await?
         }
         _ => {

@@ -523,13 +523,14 @@ async fn main() -> Result<(), Fatal> {
     println!("whos-online demo: open http://{addr}/  (Ctrl-C or SIGTERM to stop)");
 
     // Visitors are keyed by the TCP peer address; no proxy header is trusted.
-    let served = axum::serve(
+    let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     // Ends the live event streams first: a graceful shutdown waits for them.
-    .with_graceful_shutdown(whos.shutdown_signal())
-    .await;
+    .with_graceful_shutdown(whos.shutdown_signal());
+    // And a browser that stopped reading its stream holds it at most 10 s.
+    let served = whos.graceful(server, Duration::from_secs(10)).await;
     // Write every queued report before exit, even if serving failed.
     let shut = whos.shutdown().await;
     served?;

@@ -385,8 +385,8 @@ impl Builder {
 
     /// Whether to refresh the view in the background (default true). Without
     /// it, the view changes only at [`WhosOnline::refresh_now`](crate::WhosOnline::refresh_now),
-    /// [`flush`](crate::WhosOnline::flush), [`tick_now`](crate::WhosOnline::tick_now)
-    /// and [`reset_record`](crate::WhosOnline::reset_record): for tests.
+    /// [`tick_now`](crate::WhosOnline::tick_now) and
+    /// [`reset_record`](crate::WhosOnline::reset_record): for tests.
     #[must_use]
     pub fn background_refresh(mut self, run: bool) -> Self {
         self.background_refresh = run;
@@ -396,7 +396,8 @@ impl Builder {
     /// The most event streams (`GET /online/events`) open at once on this
     /// instance (default 10,000, [`DEFAULT_MAX_STREAMS`]); beyond it a new one
     /// is answered `503` with `Retry-After`. Each open stream holds a
-    /// connection and a few KiB; none costs a store command.
+    /// connection and about 18 KiB of the server's memory (`bench/streams.sh`); none
+    /// costs a store command.
     #[must_use]
     pub fn max_streams(mut self, max: usize) -> Self {
         self.max_streams = max;

@@ -215,8 +215,9 @@ impl WhosOnline {
 
     /// The all-time record, from the [view](Self::view), which reads it from
     /// the Redis cache, else from the record store, at each refresh: as old as
-    /// the view, and never below the counts beside it. A raise or a reset by
-    /// this instance shows at once; one by another instance within one refresh.
+    /// the view, and never below the counts beside it. A raise or a reset
+    /// through [`tick_now`](Self::tick_now) or [`reset_record`](Self::reset_record)
+    /// shows at once; any other within one refresh.
     pub async fn record(&self) -> Result<Record> {
         Ok(self.view().record())
     }
@@ -322,7 +323,9 @@ impl WhosOnline {
 
     /// Ends every open event stream (`GET /online/events`) cleanly, and every
     /// one opened later at once: for a graceful shutdown, which waits for open
-    /// connections, and a stream never ends by itself.
+    /// connections, and a stream never ends by itself. A stream whose client
+    /// stopped reading ends only when it is read again: bound the wait with
+    /// [`graceful`](Self::graceful).
     /// [`shutdown_signal`](Self::shutdown_signal) and [`shutdown`](Self::shutdown)
     /// call it.
     pub fn end_streams(&self) {
@@ -347,6 +350,50 @@ impl WhosOnline {
         async move {
             crate::signal::shutdown_signal().await;
             whos.end_streams();
+        }
+    }
+
+    /// Runs `server` to its end, but for at most `grace` once the event
+    /// streams were ended (by [`shutdown_signal`](Self::shutdown_signal) or
+    /// [`end_streams`](Self::end_streams)), and returns its result, or `Ok`
+    /// when the grace ran out (logged).
+    ///
+    /// A graceful shutdown waits for every open connection. A client that
+    /// stopped reading its event stream is never polled again, so it cannot
+    /// see its stream end, and would hold the shutdown open forever; then
+    /// [`shutdown`](Self::shutdown) never ran and queued reports were lost
+    /// when the process was killed.
+    ///
+    /// ```no_run
+    /// # use std::{net::SocketAddr, time::Duration};
+    /// # async fn run(whos: axum_whos_online::WhosOnline, app: axum::Router) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    /// let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+    ///     .with_graceful_shutdown(whos.shutdown_signal());
+    /// whos.graceful(server, Duration::from_secs(10)).await?;
+    /// whos.shutdown().await.ok(); // writes every queued report
+    /// # Ok(()) }
+    /// ```
+    pub async fn graceful<F, E>(&self, server: F, grace: Duration) -> std::result::Result<(), E>
+    where
+        F: std::future::IntoFuture<Output = std::result::Result<(), E>>,
+    {
+        let server = server.into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            served = &mut server => return served,
+            () = self.shared.streams_end.cancelled() => {}
+        }
+        match tokio::time::timeout(grace, server).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs_f64(),
+                    "whos-online: connections still open after the shutdown grace (a client not \
+                     reading its event stream?); stopping anyway"
+                );
+                Ok(())
+            }
         }
     }
 

@@ -22,7 +22,7 @@
 //!   the `openapi` feature, `GET /openapi.json`).
 //!
 //! ```no_run
-//! use std::net::SocketAddr;
+//! use std::{net::SocketAddr, time::Duration};
 //! use axum::{Router, routing::get};
 //! use tower_sessions::{MemoryStore, SessionManagerLayer};
 //! use axum_whos_online::{SessionUser, WhosOnline};
@@ -47,9 +47,9 @@
 //!
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //!     // Visitors are keyed by the TCP peer address: serve with connect info.
-//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-//!         .with_graceful_shutdown(whos.shutdown_signal()) // Ctrl-C or SIGTERM; ends the streams
-//!         .await?;
+//!     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!         .with_graceful_shutdown(whos.shutdown_signal()); // Ctrl-C or SIGTERM; ends the streams
+//!     whos.graceful(server, Duration::from_secs(10)).await?; // at most 10 s after the signal
 //!     whos.shutdown().await?; // writes every queued report before exit
 //!     Ok(())
 //! }
@@ -57,7 +57,8 @@
 //!
 //! [`WhosOnline::shutdown_signal`] completes on Ctrl-C or, on Unix, SIGTERM (what
 //! Docker, systemd and Kubernetes send), so the same `main` stops cleanly wherever
-//! it runs; it also ends the event streams, which a graceful shutdown waits for.
+//! it runs; it also ends the event streams, which a graceful shutdown waits for, and
+//! [`WhosOnline::graceful`] bounds the wait for a client that stopped reading.
 //!
 //! The repository's `README.md` is the newcomer's page: the quick start, trying
 //! it with curl, a login handler, the HTTP API, the main settings and the

@@ -121,8 +121,18 @@ impl Refresher {
                 } else {
                     tracing::debug!(error = %e, "whos-online: view not refreshed");
                 }
+                // The counts and their time stay, and the record is never
+                // below them (a reset read now may be).
+                record.raise(&Record {
+                    generation: record.generation,
+                    ..Record::seen(
+                        old.counts.users,
+                        old.counts.visitors,
+                        old.as_of.unwrap_or(now),
+                    )
+                });
                 if record != old.record {
-                    // The counts and their time stay; the record is news.
+                    // The record is news.
                     let view = View {
                         record,
                         version: old.version + 1,

@@ -22,7 +22,8 @@
 ///         .layer(whos.layer());
 ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 ///     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-///         .with_graceful_shutdown(axum_whos_online::shutdown_signal())
+///         // The handle's signal also ends the event streams of `whos.router()`.
+///         .with_graceful_shutdown(whos.shutdown_signal())
 ///         .await?;
 ///     whos.shutdown().await?; // writes every queued report, releases the tick lease
 ///     Ok(())

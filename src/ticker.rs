@@ -273,15 +273,25 @@ impl Ticker {
     pub(crate) async fn raise_seen(&self, fresh: Record) -> Option<Record> {
         let state = &self.state;
         let _gate = state.gate.lock().await;
-        if let Some(pending) = lock(&state.pending).as_mut() {
-            pending.raise(&fresh);
-            return None;
-        }
         let known = *lock(&state.known);
         let fresh = Record {
             generation: known.generation.max(fresh.generation),
             ..fresh
         };
+        {
+            let mut pending = lock(&state.pending);
+            if let Some(kept) = pending.as_mut() {
+                if kept.generation < fresh.generation {
+                    // Kept from before a reset: the reset decided; this peak
+                    // is of the new generation and waits in its place.
+                    self.drop_stale(kept);
+                    *kept = fresh;
+                } else {
+                    kept.raise(&fresh);
+                }
+                return None;
+            }
+        }
         self.write_raise(fresh, Some(fresh)).await.0
     }
 

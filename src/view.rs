@@ -130,15 +130,23 @@ impl View {
         self.window
     }
 
-    /// Goes up by one each time the counts, the listed names or the record
-    /// change (not when only [`as_of`](Self::as_of) moves); `0` before the first
-    /// refresh.
+    /// Goes up by one each time the counts, the record, the listed names or
+    /// their order of recency change (not when only [`as_of`](Self::as_of)
+    /// moves); `0` before the first refresh.
     pub fn version(&self) -> u64 {
         self.version
     }
 
-    /// Whether `other` shows the same counts, names and record.
+    /// Whether `other` shows the same counts, record and names in the same
+    /// order of recency (a stream listing the 10 most recent sees a change of
+    /// order that leaves the whole list as it was).
     pub(crate) fn same_content(&self, other: &View) -> bool {
-        self.counts == other.counts && self.sorted == other.sorted && self.record == other.record
+        self.counts == other.counts
+            && self.record == other.record
+            && self
+                .recent
+                .iter()
+                .map(|(name, _)| name)
+                .eq(other.recent.iter().map(|(name, _)| name))
     }
 }

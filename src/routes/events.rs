@@ -54,7 +54,8 @@ pub struct OnlineEvent {
 struct Sent {
     /// The refresh of the view it came from.
     refresh: u64,
-    names: Vec<String>,
+    /// Shared with every stream of the same `limit` that sent the same view.
+    names: Arc<[String]>,
     counts: Counts,
     record: Record,
 }
@@ -70,16 +71,41 @@ enum Key {
     Stats { refresh: u64 },
 }
 
-/// Events encoded lately, shared by every subscriber of the fragment.
+/// Events encoded lately, and the names each `limit` lists in a view, shared
+/// by every subscriber of the fragment.
 #[derive(Default)]
 pub(super) struct Encoded {
     events: Mutex<Vec<(Key, Arc<str>)>>,
+    /// The names a stream of each `limit` lists, by view.
+    names: Mutex<Vec<Listed>>,
 }
 
-/// Encodings kept: a few limits and lags in use at once.
-const KEPT: usize = 16;
+/// `(refresh, limit)`, and the names a stream of that `limit` lists in the
+/// view of that refresh.
+type Listed = ((u64, usize), Arc<[String]>);
+
+/// Encodings kept: a few limits and lags in use at once. A client picks its
+/// `limit`; streams spread over more limits than this are encoded per stream.
+const KEPT: usize = 64;
 
 impl Encoded {
+    /// The names a stream of `limit` lists from `view`, computed once per view
+    /// and limit.
+    fn names(&self, view: &View, limit: usize) -> Arc<[String]> {
+        let key = (view.refreshes, limit);
+        if let Some((_, names)) = lock(&self.names).iter().find(|(k, _)| *k == key) {
+            return Arc::clone(names);
+        }
+        let names: Arc<[String]> = OnlineResponse::from_view(view, limit).users.into();
+        let mut all = lock(&self.names);
+        all.retain(|((refresh, _), _)| *refresh >= view.refreshes.saturating_sub(2));
+        if all.len() >= KEPT {
+            all.remove(0);
+        }
+        all.push((key, Arc::clone(&names)));
+        names
+    }
+
     fn get(&self, key: Key, encode: impl FnOnce() -> Vec<u8>) -> Arc<str> {
         if let Some((_, json)) = lock(&self.events).iter().find(|(k, _)| *k == key) {
             return Arc::clone(json);
@@ -141,17 +167,21 @@ impl Subscription {
             );
         }
         self.seen_version = self.seen_version.max(view.version);
-        let online = OnlineResponse::from_view(view, self.limit);
+        // This stream's names: its `limit` most recent. They can change while
+        // the whole list does not (another order), and the other way round.
+        let names = self.encoded.names(view, self.limit);
         let counts = view.counts();
-        if online.users != self.sent.names || counts != self.sent.counts {
+        let same_names = Arc::ptr_eq(&names, &self.sent.names) || names == self.sent.names;
+        if !same_names || counts != self.sent.counts {
             let key = Key::Change {
                 from: self.sent.refresh,
                 to: view.refreshes,
                 limit: self.limit,
             };
-            let previous = std::mem::take(&mut self.sent.names);
-            let names = online.users.clone();
+            let previous = Arc::clone(&self.sent.names);
+            let limit = self.limit;
             let json = self.encoded.get(key, || {
+                let online = OnlineResponse::from_view(view, limit);
                 let (joins, leaves) = difference(&previous, &online.users);
                 to_json(&OnlineEvent {
                     online,
@@ -280,6 +310,7 @@ pub(super) async fn online_events(
     let view = whos.view();
     let online = OnlineResponse::from_view(&view, limit);
     let encoded = Arc::clone(&fragment.events);
+    let names = encoded.names(&view, limit);
     let json = encoded.get(
         Key::First {
             refresh: view.refreshes,
@@ -294,7 +325,7 @@ pub(super) async fn online_events(
         seen_version: view.version,
         sent: Sent {
             refresh: view.refreshes,
-            names: online.users,
+            names,
             counts: view.counts(),
             record: view.record(),
         },

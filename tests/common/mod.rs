@@ -208,7 +208,7 @@ impl Site {
             .clock(clock.clone())
             .prefix(&prefix)
             .background_ticker(false)
-            // The view changes at flush, tick_now, reset_record and refresh_now.
+            // The view changes at tick_now, reset_record and refresh_now.
             .background_refresh(false)
             // The tests drive the manual clock; Redis time would override it.
             .server_time(false);
