@@ -242,10 +242,18 @@ async fn login(session: Session, form: Result<Form<LoginForm>, FormRejection>) -
 }
 
 /// `POST /logout`: ends the session and goes back to `/`.
-async fn logout(session: Session) -> Response {
+async fn logout(State(whos): State<WhosOnline>, session: Session) -> Response {
+    let user = session.get::<String>(USERNAME_KEY).await.ok().flatten();
     if let Err(e) = session.flush().await {
         tracing::error!(error = %e, "session not ended");
         return message_page(StatusCode::INTERNAL_SERVER_ERROR, "Could not log you out.");
+    }
+    // Off the list at once, not when the window passes. A store that is down
+    // only delays it: the removal is written with the next write.
+    if let Some(name) = user
+        && let Err(e) = whos.user_left(name).await
+    {
+        tracing::warn!(error = %e, "who's online: logout not written yet");
     }
     Redirect::to("/").into_response()
 }

@@ -11,14 +11,17 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Builder;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::layer::{Reporting, WhosOnlineLayer};
-use crate::presence::Online;
+use crate::presence::{Online, PresenceStore};
 use crate::queue::Msg;
 use crate::refresher::Refresher;
 use crate::ticker::{TickReport, Ticker};
 use crate::view::View;
+use crate::who::Who;
 use crate::{Error, Record, Result};
 
 pub(crate) struct Shared {
+    /// For reads the view does not hold (`last_seen`).
+    pub(crate) presence: Arc<dyn PresenceStore>,
     pub(crate) window: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) reporting: Arc<Reporting>,
@@ -220,6 +223,55 @@ impl WhosOnline {
     /// shows at once; any other within one refresh.
     pub async fn record(&self) -> Result<Record> {
         Ok(self.view().record())
+    }
+
+    /// The user `name` logged out: they leave the listed names at once instead
+    /// of staying listed for the whole window. For a logout handler, after the
+    /// session is ended (a later request of theirs as a user lists them again).
+    ///
+    /// The removal is queued behind every report of them made before, written
+    /// at once (one round trip, as [`flush`](Self::flush)), and this instance's
+    /// [view](Self::view) is refreshed; other instances' views drop them at
+    /// their next refresh. Errors as `flush`: when the store fails, the removal
+    /// stays queued and is written with the next write.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// # let whos = axum_whos_online::WhosOnline::builder().build()?;
+    /// // In the logout handler, after `session.flush()`:
+    /// whos.user_left("alice").await?;
+    /// # whos.shutdown().await?; Ok(()) }
+    /// ```
+    pub async fn user_left(&self, name: impl Into<String>) -> Result<()> {
+        let name = name.into();
+        // Their next report is handed on, not taken for one already written.
+        self.shared.reporting.dedupe.forget(&Who::User {
+            name: name.clone(),
+            hidden: false,
+        });
+        self.shared
+            .tx()
+            .send(Msg::Left(name))
+            .await
+            .map_err(|_| Error::Shutdown)?;
+        self.flush().await?;
+        self.refresh_quietly().await;
+        Ok(())
+    }
+
+    /// When the user `name` was last seen, for a profile page ("last seen 5
+    /// minutes ago"): from the [view](Self::view) when it lists them (no I/O),
+    /// else one read of the presence store. `None` for a hidden user, one not
+    /// seen within the window (or already pruned), and with a presence store
+    /// of your own that does not implement
+    /// [`PresenceStore::last_seen`](crate::PresenceStore::last_seen).
+    pub async fn last_seen(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let view = self.view();
+        let secs = match view.recent().iter().find(|(n, _)| n == name) {
+            Some(&(_, at)) => Some(at),
+            None => self.shared.presence.last_seen(name).await?,
+        };
+        Ok(secs.and_then(|s| chrono::DateTime::from_timestamp(s, 0)))
     }
 
     /// Lowers the all-time record, for an admin tool repairing a wrong one (a

@@ -9,6 +9,9 @@ use crate::who::Who;
 #[derive(Debug)]
 pub(crate) enum Msg {
     Seen(Who),
+    /// A user logged out: removed from the sets in the next write, after
+    /// every report of them queued before.
+    Left(String),
     Flush(Ack),
 }
 

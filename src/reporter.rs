@@ -35,7 +35,16 @@ pub(crate) struct Reporter {
     pub(crate) failing: Option<Arc<crate::Error>>,
     /// How long shutdown keeps trying to write what is left.
     pub(crate) shutdown_grace: Duration,
+    /// Users who left lately, and when: a report of them that arrives within
+    /// [`LEFT_GRACE_MS`] is of a request made before they left (the logout
+    /// request itself, reported once its response is sent), and is void.
+    /// Unix milliseconds on the configured clock.
+    pub(crate) left_lately: HashMap<String, i64>,
 }
+
+/// How long after `user_left` a report of that user is taken for one of a
+/// request made before it, in milliseconds.
+const LEFT_GRACE_MS: i64 = 2_000;
 
 /// Members waiting for a write, by kind. Users map to whether they are hidden
 /// (the latest report wins).
@@ -44,11 +53,20 @@ pub(crate) struct Waiting {
     users: HashMap<String, bool>,
     visitors: HashSet<IpAddr>,
     bots: HashSet<IpAddr>,
+    /// Users who left since their last report: never also in `users`.
+    left: HashSet<String>,
 }
 
 impl Waiting {
     fn len(&self) -> usize {
-        self.users.len() + self.visitors.len() + self.bots.len()
+        self.users.len() + self.visitors.len() + self.bots.len() + self.left.len()
+    }
+
+    /// `name` logged out: a report of them waiting is void, and they leave
+    /// the sets at the next write.
+    fn leave(&mut self, name: String) {
+        self.users.remove(&name);
+        self.left.insert(name);
     }
 
     fn is_empty(&self) -> bool {
@@ -66,6 +84,8 @@ impl Waiting {
     fn insert(&mut self, who: Who) {
         match who {
             Who::User { name, hidden } => {
+                // Back after leaving: the later report decides.
+                self.left.remove(&name);
                 self.users.insert(name, hidden);
             }
             Who::Visitor(ip) => {
@@ -144,6 +164,7 @@ impl Reporter {
                 }
                 msg = rx.recv() => match msg {
                     Some(Msg::Seen(who)) => self.seen(&mut w, who).await,
+                    Some(Msg::Left(name)) => self.leave(name),
                     Some(Msg::Flush(ack)) => {
                         if self.failing.is_some() {
                             w.acks_scheduled.push(ack);
@@ -171,6 +192,7 @@ impl Reporter {
         while let Some(msg) = rx.recv().await {
             match msg {
                 Msg::Seen(who) => self.seen(&mut w, who).await,
+                Msg::Left(name) => self.leave(name),
                 Msg::Flush(ack) => w.acks_next.push(ack),
             }
         }
@@ -263,12 +285,32 @@ impl Reporter {
     /// Keeps `who` waiting; with `max_pending` members already waiting a new one
     /// is dropped, counted, and forgotten by the de-dup table.
     fn take(&mut self, who: Who) {
+        if let Who::User { name, .. } = &who
+            && let Some(&at) = self.left_lately.get(name)
+        {
+            if self.writer.clock.now().timestamp_millis() - at < LEFT_GRACE_MS {
+                // From before the logout; their next request is handed on.
+                self.writer.dedupe.forget(&who);
+                return;
+            }
+            self.left_lately.remove(name);
+        }
         if self.full_for(&who) {
             incr(&self.writer.counters.pending_dropped);
             self.writer.dedupe.forget(&who);
             return;
         }
         self.waiting.insert(who);
+    }
+
+    /// A user logged out: reports of them already waiting, and any of theirs
+    /// arriving within [`LEFT_GRACE_MS`], are void; they leave the sets at the
+    /// next write.
+    fn leave(&mut self, name: String) {
+        let now = self.writer.clock.now().timestamp_millis();
+        self.left_lately.retain(|_, at| now - *at < LEFT_GRACE_MS);
+        self.left_lately.insert(name.clone(), now);
+        self.waiting.leave(name);
     }
 
     /// Hands everything waiting to a write on a task of its own.
@@ -305,8 +347,18 @@ impl Reporter {
                 let cause = Arc::new(e);
                 self.failing = Some(Arc::clone(&cause));
                 incr(&self.writer.counters.flush_errors);
-                for who in written.unwritten.into_whos() {
-                    if !self.waiting.contains(&who) {
+                let mut unwritten = written.unwritten;
+                for name in std::mem::take(&mut unwritten.left) {
+                    // Unless they came back meanwhile.
+                    if !self.waiting.users.contains_key(&name) {
+                        self.waiting.left.insert(name);
+                    }
+                }
+                for who in unwritten.into_whos() {
+                    // A user who left since is not put back.
+                    let left_since =
+                        matches!(&who, Who::User { name, .. } if self.waiting.left.contains(name));
+                    if !self.waiting.contains(&who) && !left_since {
                         self.take(who);
                     }
                 }
@@ -380,7 +432,10 @@ impl Writer {
         let now = self.clock.now();
         let day = now.date_naive();
         let at = now.timestamp();
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            left_users: members.left.iter().cloned().collect(),
+            ..Batch::default()
+        };
         for (name, &hidden) in &members.users {
             if hidden {
                 batch.hidden_users.push(name.clone());

@@ -133,6 +133,7 @@ impl Builder {
             Arc::clone(&counters),
         ));
         let shared = Arc::new(Shared {
+            presence: Arc::clone(&presence),
             window: self.window,
             counters: Arc::clone(&counters),
             reporting: Arc::new(Reporting {
@@ -178,6 +179,7 @@ impl Builder {
             error_log: LogLimiter::default(),
             failing: None,
             shutdown_grace: self.shutdown_grace,
+            left_lately: Default::default(),
         };
         let tasks = Tasks {
             reporter: Some(runtime.spawn(reporter.run(rx, self.flush_interval, cancel.clone()))),

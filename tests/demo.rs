@@ -231,12 +231,16 @@ async fn login_flow(stack: Stack) {
     );
     assert!(page.contains("action=\"/login\""), "{page}");
 
+    // The logout handler called `user_left`: alice leaves the list at once,
+    // not when the window passes; her browser is a visitor now.
     let seen = demo.online_when(|o| o.visitor_count >= 2).await;
-    // alice was seen within the window, so she still counts until it passes.
-    assert_eq!((seen.user_count, seen.visitor_count), (1, 2));
+    assert_eq!((seen.user_count, seen.visitor_count), (0, 2));
     let online = demo.json(OTHER_IP, "/online", None).await;
-    assert_eq!(online["users"], serde_json::json!(["alice"]));
+    assert_eq!(online["users"], serde_json::json!([]));
     assert_eq!(online["visitor_count"], 2);
+    // And stays off: the reports of her earlier requests were written before.
+    demo.whos.flush().await.unwrap();
+    assert_eq!(demo.whos.refresh_now().await.unwrap().user_count(), 0);
 
     demo.whos.shutdown().await.unwrap();
 }

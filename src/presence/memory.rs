@@ -219,6 +219,10 @@ impl PresenceStore for MemoryPresence {
                 inner.bots.mark(m, at);
             }
         }
+        for name in &batch.left_users {
+            inner.users.remove(name);
+            inner.hidden.remove(name);
+        }
         for m in &batch.retired_visitors {
             inner.visitors.remove(m);
         }
@@ -256,6 +260,10 @@ impl PresenceStore for MemoryPresence {
             visitors: inner.visitors.len() as u64,
             bots: inner.bots.len() as u64,
         })
+    }
+
+    async fn last_seen(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.lock().users.seen.get(name).copied())
     }
 
     async fn snapshot(&self, cutoff: i64, limit: usize) -> Result<Snapshot> {

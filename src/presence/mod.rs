@@ -74,6 +74,11 @@ pub struct Batch {
     pub retired_visitors: Vec<String>,
     /// Bots' members to remove, as `retired_visitors`.
     pub retired_bots: Vec<String>,
+    /// Users who logged out ([`WhosOnline::user_left`](crate::WhosOnline::user_left)):
+    /// removed from the listed and the hidden set. Never also in `users` or
+    /// `hidden_users` of the same batch. A store that ignores them lists such a
+    /// user until the window passes.
+    pub left_users: Vec<String>,
     /// The shared day secret `visitors` and `bots` were derived from, if the
     /// store is to confirm it (see [`DaySecret`]). A store that ignores it keys
     /// visitors by a secret of each process.
@@ -87,9 +92,10 @@ impl Batch {
         self.users.len() + self.hidden_users.len() + self.visitors.len() + self.bots.len()
     }
 
-    /// Whether the batch holds no member.
+    /// Whether the batch has nothing to write: no member seen and no user
+    /// who left.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 && self.left_users.is_empty()
     }
 }
 
@@ -225,6 +231,14 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// run. At most `limit` users listed, the most recently seen, with their
     /// last-seen times; complete counts. One round trip.
     async fn snapshot(&self, cutoff: i64, limit: usize) -> Result<Snapshot>;
+
+    /// When the listed user `name` was last seen (unix seconds), if the store
+    /// holds them; `None` for a hidden user, or one pruned or never seen. The
+    /// default holds nobody: a store of your own that can answer overrides it.
+    async fn last_seen(&self, name: &str) -> Result<Option<i64>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// The read side of the day secrets a presence store keeps for every instance

@@ -561,9 +561,12 @@ impl PresenceStore for RedisPresence {
             }
         }
         // A user is listed or hidden, never both: the latest report decides.
+        // A user who left is neither.
         for (other, members) in [
             (&self.hidden, &batch.users),
             (&self.users, &batch.hidden_users),
+            (&self.users, &batch.left_users),
+            (&self.hidden, &batch.left_users),
         ] {
             if !members.is_empty() {
                 pipe.cmd("ZREM").arg(other).arg(members).ignore();
@@ -644,6 +647,19 @@ impl PresenceStore for RedisPresence {
             visitors,
             bots,
         })
+    }
+
+    async fn last_seen(&self, name: &str) -> Result<Option<i64>> {
+        let mut conn = self.conn().await?;
+        let score: Option<f64> = self
+            .timed(
+                redis::cmd("ZSCORE")
+                    .arg(&self.users)
+                    .arg(name)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(score.map(|s| s as i64))
     }
 
     async fn snapshot(&self, cutoff: i64, limit: usize) -> Result<Snapshot> {
