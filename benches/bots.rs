@@ -1,6 +1,6 @@
-//! Cost of the bot check on its own: `BotFilter::is_bot` on agents the filter saw
-//! lately (answered by its verdict cache) and on agents it has not (a scan of the
-//! agent by the automaton, then a store in the cache).
+//! Cost of the bot check on its own: `BotFilter::is_bot` and `classify` on agents
+//! the filter saw lately (answered by its verdict cache) and on agents it has not
+//! (a scan of the agent by the automaton, then a store in the cache).
 //!
 //! ```text
 //! cargo bench --bench bots
@@ -51,6 +51,9 @@ fn benches(c: &mut Criterion) {
     ] {
         c.bench_function(name, |b| b.iter(|| f.is_bot(black_box(agent))));
     }
+    c.bench_function("classify, cached: Googlebot", |b| {
+        b.iter(|| f.classify(black_box(GOOGLEBOT)))
+    });
 
     let chrome = distinct(|i| {
         format!(
@@ -80,6 +83,9 @@ fn benches(c: &mut Criterion) {
     ] {
         rotate(c, name, agents, |a| f.is_bot(a));
     }
+    rotate(c, "classify, new: Googlebot smartphone", &googlebot, |a| {
+        f.classify(a).is_some()
+    });
 }
 
 fn main() {
