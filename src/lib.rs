@@ -107,7 +107,7 @@ mod wiring;
 
 #[cfg(feature = "axum-login")]
 pub use axum_login::AuthSessionUser;
-pub use bots::{BotFilter, DEFAULT_BOT_PATTERNS};
+pub use bots::{BotFilter, BotName, DEFAULT_BOT_EXCEPTIONS, DEFAULT_BOT_PATTERNS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTIFY_TIMEOUT,
