@@ -356,11 +356,12 @@ fn render_footer(view: &View) -> String {
         f,
         "<p>Users online: <span id=\"user-count\">{}</span> (<span id=\"user-list\">{}</span>)</p>\n\
          <p>Visitors online: <span id=\"visitor-count\">{}</span></p>\n\
-         <p>Bots online: <span id=\"bot-count\">{}</span></p>\n",
+         <p>Bots online: <span id=\"bot-count\">{}</span> (<span id=\"bot-list\">{}</span>)</p>\n",
         view.user_count(),
         user_list(&names, view.user_count()),
         view.visitor_count(),
         view.bot_count(),
+        bot_list(view.bots()),
     );
     let record = view.record();
     let _ = write!(
@@ -393,6 +394,15 @@ fn user_list(names: &[String], count: u64) -> String {
     list
 }
 
+/// The bots' names (escaped; they come from the bot filter's table), or "none".
+fn bot_list(bots: &[String]) -> String {
+    if bots.is_empty() {
+        return "none".to_owned();
+    }
+    let names: Vec<String> = bots.iter().map(|n| escape_html(n)).collect();
+    names.join(", ")
+}
+
 fn as_of_line(as_of: Option<DateTime<Utc>>) -> String {
     match as_of {
         Some(t) => format!("as of {}", t.format("%H:%M:%S UTC")),
@@ -423,6 +433,7 @@ const LIVE_SCRIPT: &str = r#"<script>
     $("user-list").textContent = list;
     $("visitor-count").textContent = o.visitor_count;
     $("bot-count").textContent = o.bot_count;
+    $("bot-list").textContent = o.bots.length ? o.bots.join(", ") : "none";
     $("as-of").textContent = o.as_of ? "as of " + time(o.as_of) : "not counted yet";
   });
   source.addEventListener("stats", (e) => {

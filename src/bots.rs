@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 use crate::hash::mix;
+use crate::who::BotName;
 
 use http::HeaderMap;
 use http::header::USER_AGENT;
@@ -220,118 +221,6 @@ pub const DEFAULT_BOT_EXCEPTIONS: &[&str] = &["cubot"];
 /// How much of the `User-Agent` is examined; bots name themselves early.
 const MAX_AGENT_BYTES: usize = 512;
 
-/// The display name of a bot, from [`BotFilter::classify`]: `Googlebot`,
-/// `bingbot`, `WhatsApp`, `curl`, ...; [`bot`](Self::GENERIC) for a bot that only
-/// a generic pattern found.
-///
-/// It comes from the filter's table, never from the agent's own text, so a
-/// client cannot put words of its choosing into a list of bots, and a filter
-/// gives at most one name per pattern. Cheap to clone (the built-in names are
-/// `&'static str`); compares, orders and hashes as its text.
-#[derive(Clone)]
-pub struct BotName(Name);
-
-#[derive(Clone)]
-enum Name {
-    Static(&'static str),
-    Shared(Arc<str>),
-}
-
-impl BotName {
-    /// `bot`: the name of a bot found only by a generic pattern.
-    pub const GENERIC: BotName = BotName(Name::Static("bot"));
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        match &self.0 {
-            Name::Static(s) => s,
-            Name::Shared(s) => s,
-        }
-    }
-
-    /// Whether this is [`GENERIC`](Self::GENERIC): a bot the filter could not name.
-    pub fn is_generic(&self) -> bool {
-        self.as_str() == Self::GENERIC.as_str()
-    }
-
-    /// The name a host gave, trimmed; empty is [`GENERIC`](Self::GENERIC).
-    fn shared(name: &str) -> Self {
-        match name.trim() {
-            "" => Self::GENERIC,
-            n => Self(Name::Shared(n.into())),
-        }
-    }
-}
-
-impl std::ops::Deref for BotName {
-    type Target = str;
-    fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for BotName {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl std::borrow::Borrow<str> for BotName {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Display for BotName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for BotName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl PartialEq for BotName {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for BotName {}
-
-impl PartialEq<str> for BotName {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for BotName {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl PartialOrd for BotName {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for BotName {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl Hash for BotName {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
 /// Decides whether a request comes from a bot, and which, by `User-Agent`
 /// patterns.
 ///
@@ -498,7 +387,7 @@ impl Default for BotFilter {
     fn default() -> Self {
         let patterns = DEFAULT_BOT_PATTERNS.iter().map(|&(pattern, name)| Rule {
             pattern: pattern.into(),
-            name: Some(BotName(Name::Static(name))),
+            name: Some(BotName::from_static(name)),
         });
         let exceptions = DEFAULT_BOT_EXCEPTIONS.iter().map(|&e| Rule {
             pattern: e.into(),
@@ -677,11 +566,11 @@ impl BotFilter {
         generic.then_some(GENERIC)
     }
 
-    /// Whether the request's headers mark a bot.
-    pub(crate) fn matches(&self, headers: &HeaderMap) -> bool {
+    /// The bot the request's headers mark, if any.
+    pub(crate) fn bot_of(&self, headers: &HeaderMap) -> Option<BotName> {
         headers
             .get(USER_AGENT)
-            .is_some_and(|ua| self.is_bot(ua.as_bytes()))
+            .and_then(|ua| self.classify(ua.as_bytes()))
     }
 }
 

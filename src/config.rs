@@ -7,6 +7,7 @@ use crate::bots::BotFilter;
 use crate::clock::{Clock, SystemClock};
 use crate::filters::Skip;
 use crate::identity::{ClientIpSource, IdentifyUser, NoUsers};
+use crate::places::{DEFAULT_MAX_PLACES, PlaceHook};
 use crate::presence::{DEFAULT_MAX_MEMBERS, DaySecrets, HiddenUsers, PresenceStore};
 use crate::privacy::VisitorIds;
 use crate::record::{RecordCache, RecordStore};
@@ -87,6 +88,8 @@ pub struct Builder {
     pub(crate) identify: Arc<dyn IdentifyUser>,
     pub(crate) ip_source: ClientIpSource,
     pub(crate) bots: BotFilter,
+    pub(crate) places: Option<PlaceHook>,
+    pub(crate) max_places: usize,
     pub(crate) skip: Skip,
     pub(crate) visitor_ids: VisitorIds,
     pub(crate) clock: Arc<dyn Clock>,
@@ -135,6 +138,8 @@ impl Default for Builder {
             identify: Arc::new(NoUsers),
             ip_source: ClientIpSource::ConnectInfo,
             bots: BotFilter::default(),
+            places: None,
+            max_places: DEFAULT_MAX_PLACES,
             skip: Skip::default(),
             visitor_ids: VisitorIds::default(),
             clock: Arc::new(SystemClock),
@@ -296,6 +301,45 @@ impl Builder {
     #[must_use]
     pub fn bots(mut self, filter: BotFilter) -> Self {
         self.bots = filter;
+        self
+    }
+
+    /// Names where each request is ("users browsing this forum"): `hook` is a
+    /// synchronous function of the request's parts that returns a place (a
+    /// short string, cut to [`MAX_PLACE_LEN`](crate::MAX_PLACE_LEN) bytes) or
+    /// `None` for a request that moves nobody (assets, API polls, the live
+    /// stream). Ready hooks: [`place_by_matched_path`](crate::place_by_matched_path)
+    /// (axum's route template, `/forum/{id}`; add the layer with
+    /// `Router::layer` for it) and [`place_by_path`](crate::place_by_path).
+    ///
+    /// Each member's latest place is written with its last-seen time, in the
+    /// same batched write, and read through the view:
+    /// [`WhosOnline::online_in`](crate::WhosOnline::online_in),
+    /// [`View::places`](crate::View::places), `GET /online?place=P` and
+    /// `GET /online/places`. Without a hook (the default) there are no places
+    /// and nothing is spent on them.
+    ///
+    /// ```
+    /// use axum_whos_online::{WhosOnline, place_by_matched_path};
+    /// let builder = WhosOnline::builder().places(place_by_matched_path);
+    /// ```
+    #[must_use]
+    pub fn places<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        self.places = Some(Arc::new(hook));
+        self
+    }
+
+    /// At most this many distinct places are tracked within the window (default
+    /// [`DEFAULT_MAX_PLACES`](crate::DEFAULT_MAX_PLACES), 10,000; at least 1):
+    /// a member at a new place beyond it is counted under
+    /// [`OTHER_PLACE`](crate::OTHER_PLACE) (and in the `places_overflowed`
+    /// counter), so that a crawler walking a million URLs cannot grow the store.
+    #[must_use]
+    pub fn max_places(mut self, max: usize) -> Self {
+        self.max_places = max;
         self
     }
 
@@ -565,6 +609,9 @@ impl Builder {
         }
         if self.max_members == Some(0) {
             return bad("max members must be above zero (unlimited_members() lifts the cap)");
+        }
+        if !(1..=1_000_000).contains(&self.max_places) {
+            return bad("max places must be from 1 to 1000000");
         }
         if !(1..=MAX_LIMIT).contains(&self.max_limit) {
             return bad("the /online limit ceiling must be from 1 to 10000");

@@ -73,6 +73,9 @@ counters! {
     cache_errors,
     /// Members removed by the cap on members per set (least recently seen first).
     members_trimmed,
+    /// Members counted under [`OTHER_PLACE`](crate::OTHER_PLACE) because
+    /// [`max_places`](crate::Builder::max_places) places were tracked.
+    places_overflowed,
     /// Visitors and bots removed because the day's secret that keyed them was
     /// lost (written again at their next request, never counted twice).
     stale_members_removed,

@@ -43,9 +43,16 @@ pub(crate) const WAYS: usize = 8;
 /// against 16, 32 and 128 Ki entries (see `bench/README.md`).
 pub(crate) const CAPACITY: usize = 64 * 1024;
 
-const TIME_BITS: u32 = 31;
+/// An entry: the member's tag (high 32 bits), the hidden flag, 7 bits of the
+/// hash of its place, and the time it was handed on (24 bits of unix seconds:
+/// ages are taken modulo 194 days, and the resolution is at most half that).
+const TIME_BITS: u32 = 24;
 const TIME_MASK: u64 = (1 << TIME_BITS) - 1;
-const HIDDEN_BIT: u64 = 1 << TIME_BITS;
+const PLACE_SHIFT: u32 = TIME_BITS;
+const PLACE_MASK: u64 = 0x7f << PLACE_SHIFT;
+const HIDDEN_BIT: u64 = 1 << 31;
+/// Everything but the tag.
+const NOT_TAG: u64 = TIME_MASK | PLACE_MASK | HIDDEN_BIT;
 
 /// Asks the CPU to bring `bucket`'s cache line in, without waiting for it.
 ///
@@ -146,7 +153,7 @@ impl Dedupe {
         match who {
             Who::User { name, .. } => self.hasher.hash_one(name.as_str()),
             Who::Visitor(ip) => address(1, ip),
-            Who::Bot(ip) => address(2, ip),
+            Who::Bot(ip, _) => address(2, ip),
         }
     }
 
@@ -178,9 +185,18 @@ impl Dedupe {
         prefetch(&self.buckets[bucket]);
     }
 
+    /// The bits of `place` an entry keeps.
+    pub(crate) fn place_bits(&self, place: &str) -> u64 {
+        (self.hasher.hash_one(place) << PLACE_SHIFT) & PLACE_MASK
+    }
+
     /// Whether `who` was handed on less than `resolution` ago (less a fixed
-    /// part of a quarter of it per member, see `fresh_for`).
-    pub(crate) fn check(&self, who: &Who) -> Verdict {
+    /// part of a quarter of it per member, see `fresh_for`) with the same
+    /// hidden flag and, when the report names a place, at the same place (by
+    /// 7 bits of its hash: a move is missed 1 time in 128, until the
+    /// resolution passes). A report without a place leaves the member where
+    /// it was, so it is judged by time alone.
+    pub(crate) fn check(&self, who: &Who, place: Option<&str>) -> Verdict {
         if self.resolution == 0 {
             return Verdict::Due(Ticket {
                 bucket: usize::MAX,
@@ -192,7 +208,8 @@ impl Dedupe {
         let now = (self.clock.unix_secs() as u64) & TIME_MASK;
         let hidden = matches!(who, Who::User { hidden: true, .. });
         let (bucket, tag) = self.locate(who);
-        let entry = tag | if hidden { HIDDEN_BIT } else { 0 } | now;
+        let place = place.map(|p| self.place_bits(p));
+        let mut entry = tag | if hidden { HIDDEN_BIT } else { 0 } | place.unwrap_or(0) | now;
         let slots = &self.buckets[bucket].0;
         // The way to write if due: this member's entry, else a free one, else the
         // one handed on longest ago.
@@ -200,9 +217,14 @@ impl Dedupe {
         for (i, slot) in slots.iter().enumerate() {
             let e = if i == 0 { old } else { slot.load(Relaxed) };
             let age = now.wrapping_sub(e & TIME_MASK) & TIME_MASK;
-            if e & !(TIME_MASK | HIDDEN_BIT) == tag {
-                if (e ^ entry) & HIDDEN_BIT == 0 && age < self.fresh_for(tag) {
+            if e & !NOT_TAG == tag {
+                let same_place = place.is_none_or(|p| e & PLACE_MASK == p);
+                if (e ^ entry) & HIDDEN_BIT == 0 && same_place && age < self.fresh_for(tag) {
                     return Verdict::Recent;
+                }
+                if place.is_none() {
+                    // Still where it was.
+                    entry |= e & PLACE_MASK;
                 }
                 (way, old) = (i, e);
                 break;
@@ -246,7 +268,7 @@ impl Dedupe {
         let (bucket, tag) = self.locate(who);
         for slot in &self.buckets[bucket].0 {
             let e = slot.load(Relaxed);
-            if e & !(TIME_MASK | HIDDEN_BIT) == tag {
+            if e & !NOT_TAG == tag {
                 let _ = slot.compare_exchange(e, 0, Relaxed, Relaxed);
             }
         }
@@ -286,11 +308,15 @@ impl BenchDedupe {
 
     /// The same for a user.
     pub fn report_user(&self, name: String, hidden: bool) -> bool {
-        self.report(&Who::User { name, hidden })
+        self.report(&Who::User {
+            name,
+            hidden,
+            ip: None,
+        })
     }
 
     fn report(&self, who: &Who) -> bool {
-        match self.0.check(who) {
+        match self.0.check(who, None) {
             Verdict::Recent => false,
             Verdict::Due(ticket) => {
                 self.0.mark(ticket);
@@ -323,12 +349,13 @@ mod tests {
         Who::User {
             name: name.into(),
             hidden,
+            ip: None,
         }
     }
 
     /// Checks and, when due, marks: what the layer does with a queue that has room.
     fn report(d: &Dedupe, who: &Who) -> bool {
-        match d.check(who) {
+        match d.check(who, None) {
             Verdict::Recent => false,
             Verdict::Due(t) => {
                 d.mark(t);
@@ -370,16 +397,52 @@ mod tests {
     #[test]
     fn unmarked_reports_stay_due() {
         let (d, _) = table(30);
-        assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
-        assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
+        assert!(matches!(d.check(&visitor(1), None), Verdict::Due(_)));
+        assert!(matches!(d.check(&visitor(1), None), Verdict::Due(_)));
         // A report the queue refused: marked, then taken back.
-        let Verdict::Due(t) = d.check(&visitor(1)) else {
+        let Verdict::Due(t) = d.check(&visitor(1), None) else {
             panic!("due")
         };
         d.mark(t);
-        assert_eq!(d.check(&visitor(1)), Verdict::Recent);
+        assert_eq!(d.check(&visitor(1), None), Verdict::Recent);
         d.unmark(t);
-        assert!(matches!(d.check(&visitor(1)), Verdict::Due(_)));
+        assert!(matches!(d.check(&visitor(1), None), Verdict::Due(_)));
+    }
+
+    /// Checks with a place and, when due, marks.
+    fn report_at(d: &Dedupe, who: &Who, place: Option<&str>) -> bool {
+        match d.check(who, place) {
+            Verdict::Recent => false,
+            Verdict::Due(ticket) => {
+                d.mark(ticket);
+                true
+            }
+        }
+    }
+
+    /// A move is a change; a report without a place leaves the member where
+    /// it was, so it is judged by time alone and keeps the place.
+    #[test]
+    fn a_move_is_a_change_and_no_place_keeps_it() {
+        let (d, clock) = table(30);
+        let alice = user("alice", false);
+        // Two places whose 7 bits differ (1 pair in 128 would not).
+        let (a, b) = ["/forum/{id}", "/topic/{id}", "/", "/about", "/x", "/y"]
+            .iter()
+            .flat_map(|a| ["/p1", "/p2", "/p3", "/p4", "/p5"].map(|b| (*a, b)))
+            .find(|(a, b)| d.place_bits(a) != d.place_bits(b))
+            .unwrap();
+        assert!(report_at(&d, &alice, Some(a)));
+        assert!(!report_at(&d, &alice, Some(a)));
+        assert!(!report_at(&d, &alice, None));
+        assert!(report_at(&d, &alice, Some(b)));
+        assert!(!report_at(&d, &alice, Some(b)));
+        assert!(!report_at(&d, &alice, None));
+        // Due by time without a place: the entry still says `b`.
+        clock.advance_secs(31);
+        assert!(report_at(&d, &alice, None));
+        assert!(!report_at(&d, &alice, Some(b)));
+        assert!(report_at(&d, &alice, Some(a)));
     }
 
     #[test]
@@ -387,7 +450,7 @@ mod tests {
         let (d, _) = table(30);
         let ip = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
         assert!(report(&d, &Who::Visitor(ip)));
-        assert!(report(&d, &Who::Bot(ip)));
+        assert!(report(&d, &Who::Bot(ip, crate::BotName::GENERIC)));
         assert!(report(&d, &user("alice", false)));
         assert!(!report(&d, &user("alice", false)));
         assert!(report(&d, &user("alice", true)));
@@ -472,14 +535,17 @@ mod tests {
             let who = match kind {
                 0 => user(&format!("user{id}"), hidden),
                 1 => visitor(id as u32),
-                _ => Who::Bot(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + id as u32))),
+                _ => Who::Bot(
+                    IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + id as u32)),
+                    crate::BotName::GENERIC,
+                ),
             };
             let key = (kind, id, hidden);
             let now = clock.unix_secs();
             match (r >> 48) % 1000 {
                 0..=979 => {
                     let lately = model.get(&key).is_some_and(|&t| now - t < RESOLUTION);
-                    match d.check(&who) {
+                    match d.check(&who, None) {
                         Verdict::Recent => {
                             recent += 1;
                             if !lately {

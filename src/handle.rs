@@ -175,6 +175,25 @@ impl WhosOnline {
         Ok(self.view().online(limit))
     }
 
+    /// Who is at `place` ("users browsing this forum"), from the
+    /// [view](Self::view): see [`View::online_in`]. As old as the view; no I/O.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// # let whos = axum_whos_online::WhosOnline::builder()
+    /// #     .places(axum_whos_online::place_by_matched_path).build()?;
+    /// let here = whos.online_in("/forum/{id}", 20);
+    /// let line = format!(
+    ///     "Browsing this forum: {} and {} guests",
+    ///     if here.users.is_empty() { "no users".to_owned() } else { here.users.join(", ") },
+    ///     here.visitor_count,
+    /// );
+    /// # let _ = line; whos.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn online_in(&self, place: &str, limit: usize) -> Online {
+        self.view().online_in(place, limit)
+    }
+
     /// Names of the users online, from the [view](Self::view) (at most
     /// `limit`, the most recently seen, sorted by name; hidden users never
     /// appear). As old as the view.
@@ -248,6 +267,7 @@ impl WhosOnline {
         self.shared.reporting.dedupe.forget(&Who::User {
             name: name.clone(),
             hidden: false,
+            ip: None,
         });
         self.shared
             .tx()

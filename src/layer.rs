@@ -16,8 +16,9 @@ use crate::filters::Skip;
 use crate::identity::{
     ClientIpSource, IdentifyUser, Identity, SessionKey, User, UserFuture, client_ip, group_ip,
 };
+use crate::places::{PlaceHook, clean as clean_place};
 use crate::queue::Msg;
-use crate::who::Who;
+use crate::who::{BotName, Place, Who};
 
 /// What every clone of the layer and its services shares.
 pub(crate) struct Reporting {
@@ -27,6 +28,8 @@ pub(crate) struct Reporting {
     /// IPv6 visitors are counted by this many leading bits.
     pub(crate) ipv6_prefix: u8,
     pub(crate) bots: BotFilter,
+    /// Names the place of a request, when the host names places.
+    pub(crate) places: Option<PlaceHook>,
     pub(crate) skip: Skip,
     pub(crate) counters: Arc<Counters>,
     pub(crate) drop_log: LogLimiter,
@@ -45,16 +48,16 @@ pub(crate) struct Reporting {
 impl Reporting {
     /// Hands a report to the queue unless the same member went less than the
     /// resolution ago; never waits. A full queue drops and counts.
-    fn report(&self, who: Who) {
+    fn report(&self, who: Who, place: Option<Place>) {
         use crate::dedupe::Verdict;
-        let ticket = match self.dedupe.check(&who) {
+        let ticket = match self.dedupe.check(&who, place.as_deref()) {
             Verdict::Recent => return,
             Verdict::Due(ticket) => ticket,
         };
         // Marked before the send: the reporter may take the report, and forget
         // it if it has to drop it, before this thread goes on.
         self.dedupe.mark(ticket);
-        match self.tx.try_send(Msg::Seen(who)) {
+        match self.tx.try_send(Msg::Seen(who, place)) {
             Ok(()) => incr(&self.counters.reports_queued),
             Err(e) => {
                 self.dedupe.unmark(ticket);
@@ -90,29 +93,30 @@ impl Reporting {
     /// A request is a user, or else a bot, or else a visitor: never two of them.
     fn settle(&self, user: Option<User>, anon: Anonymous) {
         match user {
-            Some(u) => self.settle_user(u),
+            Some(u) => self.settle_user(u, anon.origin),
             None => self.settle_anonymous(anon),
         }
     }
 
-    fn settle_user(&self, user: User) {
+    fn settle_user(&self, user: User, origin: Origin) {
         if user.is_valid() {
             let (name, hidden) = user.into_parts();
-            self.report(Who::User { name, hidden });
+            let Origin { ip, place } = origin;
+            self.report(Who::User { name, hidden, ip }, place);
         } else {
             incr(&self.counters.reports_invalid);
         }
     }
 
     fn settle_anonymous(&self, anon: Anonymous) {
-        if let Some(who) = self.anonymous_member(anon) {
-            self.report(who);
+        if let Some((who, place)) = self.anonymous_member(anon) {
+            self.report(who, place);
         }
     }
 
-    /// The bot or visitor an anonymous request is; without an address it is
-    /// nobody, and counted as unidentified.
-    fn anonymous_member(&self, anon: Anonymous) -> Option<Who> {
+    /// The bot or visitor an anonymous request is, and its place; without an
+    /// address it is nobody, and counted as unidentified.
+    fn anonymous_member(&self, anon: Anonymous) -> Option<(Who, Option<Place>)> {
         let who = anon.who();
         if who.is_none() {
             incr(&self.counters.reports_unidentified);
@@ -120,31 +124,51 @@ impl Reporting {
         who
     }
 
+    /// Where the request comes from (the client's address, grouped as a
+    /// visitor's is) and where it is (the place hook's answer).
+    fn origin(&self, parts: &http::request::Parts) -> Origin {
+        Origin {
+            ip: client_ip(self.ip_source, parts).map(|ip| group_ip(ip, self.ipv6_prefix)),
+            place: self
+                .places
+                .as_ref()
+                .and_then(|hook| clean_place(hook(parts)?)),
+        }
+    }
+
     /// What the request is if no user claims it.
     fn anonymous(&self, parts: &http::request::Parts) -> Anonymous {
         Anonymous {
-            ip: client_ip(self.ip_source, parts).map(|ip| group_ip(ip, self.ipv6_prefix)),
-            bot: self.bots.matches(&parts.headers),
+            origin: self.origin(parts),
+            bot: self.bots.bot_of(&parts.headers),
         }
     }
 }
 
-/// What a request is if no user claims it, worked out before it moves on.
-#[derive(Debug, Clone, Copy)]
-struct Anonymous {
+/// Where a request comes from and where it is, worked out before it moves on.
+#[derive(Debug, Clone, Default)]
+struct Origin {
     ip: Option<IpAddr>,
-    bot: bool,
+    place: Option<Place>,
+}
+
+/// What a request is if no user claims it, worked out before it moves on.
+#[derive(Debug, Clone)]
+struct Anonymous {
+    origin: Origin,
+    bot: Option<BotName>,
 }
 
 impl Anonymous {
-    /// A bot or a visitor; `None` without an address.
-    fn who(self) -> Option<Who> {
-        let ip = self.ip?;
-        Some(if self.bot {
-            Who::Bot(ip)
-        } else {
-            Who::Visitor(ip)
-        })
+    /// A bot or a visitor, and its place; `None` without an address.
+    fn who(self) -> Option<(Who, Option<Place>)> {
+        let Origin { ip, place } = self.origin;
+        let ip = ip?;
+        let who = match self.bot {
+            Some(name) => Who::Bot(ip, name),
+            None => Who::Visitor(ip),
+        };
+        Some((who, place))
     }
 }
 
@@ -249,9 +273,11 @@ where
             let known = key.as_ref().and_then(|k| r.known.get(k.key));
             let (identity, key) = match (known, key) {
                 (Some(user), Some(key)) if key.recheck.is_some() => {
+                    let origin = r.origin(&parts);
                     return ResponseFuture {
                         inner: self.inner.call(Request::from_parts(parts, body)),
                         pending: Some(Pending::Remembered {
+                            origin,
                             user,
                             key,
                             reporting: Arc::clone(r),
@@ -263,18 +289,21 @@ where
             };
             match identity {
                 Identity::User(user) => {
-                    r.settle_user(user);
+                    r.settle_user(user, r.origin(&parts));
                     None
                 }
                 // The check waits until the response is ready: its cache line,
                 // likely cold, loads meanwhile.
-                Identity::Anonymous => r.anonymous_member(r.anonymous(&parts)).map(|who| {
-                    r.dedupe.warm(&who);
-                    Pending::Anonymous {
-                        who,
-                        reporting: Arc::clone(r),
-                    }
-                }),
+                Identity::Anonymous => {
+                    r.anonymous_member(r.anonymous(&parts)).map(|(who, place)| {
+                        r.dedupe.warm(&who);
+                        Pending::Anonymous {
+                            who,
+                            place,
+                            reporting: Arc::clone(r),
+                        }
+                    })
+                }
                 Identity::Deferred(user) => Some(Pending::Deferred {
                     anon: r.anonymous(&parts),
                     user,
@@ -293,12 +322,17 @@ where
 /// What is left to report once the response is ready.
 enum Pending {
     /// A visitor or a bot, whose de-dup line is on its way into the cache.
-    Anonymous { who: Who, reporting: Arc<Reporting> },
+    Anonymous {
+        who: Who,
+        place: Option<Place>,
+        reporting: Arc<Reporting>,
+    },
     /// A user remembered for the request's session key, reported once the
     /// response shows whether the key still holds.
     Remembered {
         user: User,
         key: SessionKey,
+        origin: Origin,
         reporting: Arc<Reporting>,
     },
     /// A hook's deferred answer, and what the request is if it says "nobody".
@@ -319,16 +353,21 @@ impl Pending {
     /// [`identify_timeout`](crate::Builder::identify_timeout).
     fn finish(self) {
         let (anon, mut user, key, reporting) = match self {
-            Pending::Anonymous { who, reporting } => return reporting.report(who),
+            Pending::Anonymous {
+                who,
+                place,
+                reporting,
+            } => return reporting.report(who, place),
             Pending::Remembered {
                 user,
                 key,
+                origin,
                 reporting,
             } => {
                 if !key.holds() {
                     reporting.known.put(key.key, None);
                 }
-                return reporting.settle_user(user);
+                return reporting.settle_user(user, origin);
             }
             Pending::Deferred {
                 anon,

@@ -89,6 +89,7 @@ mod identity;
 mod known;
 mod layer;
 mod metrics;
+mod places;
 mod presence;
 mod privacy;
 mod queue;
@@ -107,7 +108,7 @@ mod wiring;
 
 #[cfg(feature = "axum-login")]
 pub use axum_login::AuthSessionUser;
-pub use bots::{BotFilter, BotName, DEFAULT_BOT_EXCEPTIONS, DEFAULT_BOT_PATTERNS};
+pub use bots::{BotFilter, DEFAULT_BOT_EXCEPTIONS, DEFAULT_BOT_PATTERNS};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     Builder, DEFAULT_CACHE_TTL, DEFAULT_FLUSH_INTERVAL, DEFAULT_IDENTIFY_TIMEOUT,
@@ -128,9 +129,13 @@ pub use identity::{
     ParseClientIpSourceError, SessionKey, User, UserFuture, identify_fn, identify_now,
 };
 pub use layer::{ResponseFuture, WhosOnlineLayer, WhosOnlineService};
+pub use places::{
+    DEFAULT_MAX_PLACES, MAX_PLACE_LEN, OTHER_PLACE, place_by_matched_path, place_by_path,
+};
 pub use presence::{
-    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, DaySecrets, HiddenUsers, Marked, MemoryPresence,
-    Online, PresenceStore, RedisPresence, Snapshot, redis_cluster_pool, redis_pool,
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, DaySecrets, HiddenUsers, Marked, MemberKind,
+    MemoryPresence, Online, PlaceCount, Placed, PresenceStore, RedisPresence, Snapshot,
+    redis_cluster_pool, redis_pool,
 };
 pub use record::{
     MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordCache, RecordReset, RecordStore,
@@ -144,6 +149,7 @@ pub use session::SessionUser;
 pub use signal::shutdown_signal;
 pub use ticker::TickReport;
 pub use view::View;
+pub use who::BotName;
 
 // Every ```rust block of the README compiles as a doctest (`cargo test`), so the
 // README's snippets cannot drift from the API; `tests/readme.rs` checks that the

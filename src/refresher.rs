@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Result;
 use crate::clock::{Clock, Settle};
 use crate::counters::{Counters, LogLimiter, incr};
-use crate::presence::{HiddenUsers, PresenceStore};
+use crate::presence::{Counts, HiddenUsers, PlaceCount, PresenceStore};
 use crate::record::Record;
 use crate::ticker::Ticker;
 use crate::view::View;
@@ -166,6 +166,26 @@ impl Refresher {
             counts,
             recent: seen.recent.into(),
             sorted,
+            bots: seen.bots.into(),
+            recent_places: seen.recent_places.into(),
+            places: {
+                let mut places: Vec<PlaceCount> = seen
+                    .places
+                    .into_iter()
+                    .map(|p| PlaceCount {
+                        counts: self.hidden_users.counts(p.counts),
+                        place: p.place,
+                    })
+                    .collect();
+                places.sort_unstable_by(|a, b| {
+                    let all = |c: &Counts| c.users + c.visitors + c.bots;
+                    all(&b.counts)
+                        .cmp(&all(&a.counts))
+                        .then_with(|| a.place.cmp(&b.place))
+                });
+                places.into()
+            },
+            bot_places: seen.bot_places.into(),
             record,
             as_of: Some(now),
             window: self.window,

@@ -15,10 +15,10 @@ use tracing::Instrument;
 use crate::clock::{Clock, Settle};
 use crate::counters::{Counters, LogLimiter, add, incr};
 use crate::dedupe::Dedupe;
-use crate::presence::{Batch, DaySecrets, Marked, PresenceStore};
+use crate::presence::{Batch, DaySecrets, Marked, MemberKind, Placed, PresenceStore};
 use crate::privacy::{Members, Pseudonymizer};
 use crate::queue::{Ack, Msg};
-use crate::who::Who;
+use crate::who::{BotName, Place, Who};
 
 pub(crate) struct Reporter {
     /// What a write needs (each write gets its own clone); also the counters
@@ -47,12 +47,14 @@ pub(crate) struct Reporter {
 const LEFT_GRACE_MS: i64 = 2_000;
 
 /// Members waiting for a write, by kind. Users map to whether they are hidden
-/// (the latest report wins).
+/// and the address they came from (the latest report wins); bots to their name.
 #[derive(Debug, Default)]
 pub(crate) struct Waiting {
-    users: HashMap<String, bool>,
-    visitors: HashSet<IpAddr>,
-    bots: HashSet<IpAddr>,
+    users: HashMap<String, UserSeen>,
+    /// Visitors, and their latest place.
+    visitors: HashMap<IpAddr, Option<Place>>,
+    /// Bots, with their name and latest place.
+    bots: HashMap<IpAddr, (BotName, Option<Place>)>,
     /// Users who left since their last report: never also in `users`.
     left: HashSet<String>,
 }
@@ -76,37 +78,63 @@ impl Waiting {
     fn contains(&self, who: &Who) -> bool {
         match who {
             Who::User { name, .. } => self.users.contains_key(name),
-            Who::Visitor(ip) => self.visitors.contains(ip),
-            Who::Bot(ip) => self.bots.contains(ip),
+            Who::Visitor(ip) => self.visitors.contains_key(ip),
+            Who::Bot(ip, _) => self.bots.contains_key(ip),
         }
     }
 
-    fn insert(&mut self, who: Who) {
+    /// Takes a report: the latest decides, except that one without a place
+    /// leaves the member where an earlier one put it.
+    fn insert(&mut self, who: Who, place: Option<Place>) {
         match who {
-            Who::User { name, hidden } => {
+            Who::User { name, hidden, ip } => {
                 // Back after leaving: the later report decides.
                 self.left.remove(&name);
-                self.users.insert(name, hidden);
+                let place = place.or_else(|| self.users.remove(&name).and_then(|u| u.place));
+                self.users.insert(name, UserSeen { hidden, ip, place });
             }
             Who::Visitor(ip) => {
-                self.visitors.insert(ip);
+                let slot = self.visitors.entry(ip).or_default();
+                if place.is_some() {
+                    *slot = place;
+                }
             }
-            Who::Bot(ip) => {
-                self.bots.insert(ip);
+            Who::Bot(ip, name) => {
+                let slot = self.bots.entry(ip).or_insert((name, None));
+                if place.is_some() {
+                    slot.1 = place;
+                }
             }
         }
     }
 
-    fn into_whos(self) -> impl Iterator<Item = Who> {
-        let users = self
-            .users
+    fn into_reports(self) -> impl Iterator<Item = (Who, Option<Place>)> {
+        let users = self.users.into_iter().map(|(name, u)| {
+            let who = Who::User {
+                name,
+                hidden: u.hidden,
+                ip: u.ip,
+            };
+            (who, u.place)
+        });
+        let visitors = self
+            .visitors
             .into_iter()
-            .map(|(name, hidden)| Who::User { name, hidden });
-        let visitors = self.visitors.into_iter().map(Who::Visitor);
-        users
-            .chain(visitors)
-            .chain(self.bots.into_iter().map(Who::Bot))
+            .map(|(ip, place)| (Who::Visitor(ip), place));
+        users.chain(visitors).chain(
+            self.bots
+                .into_iter()
+                .map(|(ip, (name, place))| (Who::Bot(ip, name), place)),
+        )
     }
+}
+
+/// A user's latest report.
+#[derive(Debug, Clone)]
+struct UserSeen {
+    hidden: bool,
+    ip: Option<IpAddr>,
+    place: Option<Place>,
 }
 
 /// How a write ended; a failed one hands its members back.
@@ -163,7 +191,7 @@ impl Reporter {
                     self.ended(&mut w, done);
                 }
                 msg = rx.recv() => match msg {
-                    Some(Msg::Seen(who)) => self.seen(&mut w, who).await,
+                    Some(Msg::Seen(who, place)) => self.seen(&mut w, who, place).await,
                     Some(Msg::Left(name)) => self.leave(name),
                     Some(Msg::Flush(ack)) => {
                         if self.failing.is_some() {
@@ -191,7 +219,7 @@ impl Reporter {
         self.settle(&mut w).await;
         while let Some(msg) = rx.recv().await {
             match msg {
-                Msg::Seen(who) => self.seen(&mut w, who).await,
+                Msg::Seen(who, place) => self.seen(&mut w, who, place).await,
                 Msg::Left(name) => self.leave(name),
                 Msg::Flush(ack) => w.acks_next.push(ack),
             }
@@ -231,14 +259,14 @@ impl Reporter {
     /// first waits for the write out, if any, and then has them written (the
     /// queue holds later reports meanwhile); only if writes are failing is it
     /// dropped.
-    async fn seen(&mut self, w: &mut Writes, who: Who) {
+    async fn seen(&mut self, w: &mut Writes, who: Who, place: Option<Place>) {
         if self.failing.is_none() && self.full_for(&who) {
             self.await_write(w).await;
             if self.failing.is_none() && self.full_for(&who) && w.in_flight.is_none() {
                 w.in_flight = Some(self.start_write());
             }
         }
-        self.take(who);
+        self.take(who, place);
     }
 
     /// Waits for the write out, if any, and takes its end.
@@ -284,7 +312,7 @@ impl Reporter {
 
     /// Keeps `who` waiting; with `max_pending` members already waiting a new one
     /// is dropped, counted, and forgotten by the de-dup table.
-    fn take(&mut self, who: Who) {
+    fn take(&mut self, who: Who, place: Option<Place>) {
         if let Who::User { name, .. } = &who
             && let Some(&at) = self.left_lately.get(name)
         {
@@ -300,7 +328,7 @@ impl Reporter {
             self.writer.dedupe.forget(&who);
             return;
         }
-        self.waiting.insert(who);
+        self.waiting.insert(who, place);
     }
 
     /// A user logged out: reports of them already waiting, and any of theirs
@@ -354,12 +382,12 @@ impl Reporter {
                         self.waiting.left.insert(name);
                     }
                 }
-                for who in unwritten.into_whos() {
+                for (who, place) in unwritten.into_reports() {
                     // A user who left since is not put back.
                     let left_since =
                         matches!(&who, Who::User { name, .. } if self.waiting.left.contains(name));
                     if !self.waiting.contains(&who) && !left_since {
-                        self.take(who);
+                        self.take(who, place);
                     }
                 }
                 if self.error_log.allow(10) {
@@ -436,27 +464,103 @@ impl Writer {
             left_users: members.left.iter().cloned().collect(),
             ..Batch::default()
         };
-        for (name, &hidden) in &members.users {
-            if hidden {
+        for (name, seen) in &members.users {
+            if seen.hidden {
                 batch.hidden_users.push(name.clone());
             } else {
                 batch.users.push(name.clone());
             }
         }
-        let anonymous = !members.visitors.is_empty() || !members.bots.is_empty();
+        // One person, once: a user's report removes the visitor entry of the
+        // address it came from, and a visitor of that address in this batch is
+        // taken for the same person (another guest behind the same address
+        // comes back at its next request).
+        let user_ips: Vec<IpAddr> = {
+            let mut ips: Vec<IpAddr> = members.users.values().filter_map(|u| u.ip).collect();
+            ips.sort_unstable();
+            ips.dedup();
+            ips
+        };
+        let visitors: Vec<IpAddr> = members
+            .visitors
+            .keys()
+            .filter(|ip| user_ips.binary_search(ip).is_err())
+            .copied()
+            .collect();
+        let bots: Vec<IpAddr> = members.bots.keys().copied().collect();
+        batch.bot_names = {
+            let mut names: Vec<String> = members
+                .bots
+                .values()
+                .map(|(n, _)| n.as_str().to_owned())
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        batch.bot_places = {
+            let mut pairs: Vec<(String, String)> = members
+                .bots
+                .values()
+                .filter_map(|(n, p)| Some((n.as_str().to_owned(), p.as_deref()?.to_owned())))
+                .collect();
+            pairs.sort_unstable();
+            pairs.dedup();
+            pairs
+        };
+        let mut user_places: Vec<Placed> = members
+            .users
+            .iter()
+            .filter_map(|(name, u)| {
+                Some(Placed {
+                    kind: if u.hidden {
+                        MemberKind::HiddenUser
+                    } else {
+                        MemberKind::User
+                    },
+                    member: name.clone(),
+                    place: u.place.as_deref()?.to_owned(),
+                })
+            })
+            .collect();
+        // Visitors' and bots' places, by address: their members are keyed below.
+        let anonymous_places: Vec<(MemberKind, IpAddr, &str)> = visitors
+            .iter()
+            .filter_map(|ip| Some((MemberKind::Visitor, *ip, members.visitors[ip].as_deref()?)))
+            .chain(
+                members
+                    .bots
+                    .iter()
+                    .filter_map(|(ip, (_, place))| Some((MemberKind::Bot, *ip, place.as_deref()?))),
+            )
+            .collect();
+        batch.places.clone_from(&user_places);
+        let anonymous = !visitors.is_empty() || !bots.is_empty() || !user_ips.is_empty();
         let mut tries = 0;
         loop {
             if anonymous {
                 // Visitors are stored under the day's pseudonym (or raw, if configured).
                 let today = self.pseudonyms.keying(day, at - at.rem_euclid(86_400))?;
-                batch.visitors = pseudonymise(&members.visitors, &today.members).await;
-                batch.bots = pseudonymise(&members.bots, &today.members).await;
+                batch.visitors = pseudonymise(&visitors, &today.members).await;
+                batch.bots = pseudonymise(&bots, &today.members).await;
+                batch.visitors_now_users = pseudonymise(&user_ips, &today.members).await;
+                batch.places.truncate(user_places.len());
+                for &(kind, ip, place) in &anonymous_places {
+                    batch.places.push(Placed {
+                        kind,
+                        member: today.members.member(ip),
+                        place: place.to_owned(),
+                    });
+                }
                 batch.keyed_by = today.keyed_by;
                 if today.members.is_hashed()
                     && let Some(yesterday) = self.yesterdays_members(now).await
                 {
-                    batch.retired_visitors = pseudonymise(&members.visitors, &yesterday).await;
-                    batch.retired_bots = pseudonymise(&members.bots, &yesterday).await;
+                    batch.retired_visitors = pseudonymise(&visitors, &yesterday).await;
+                    batch.retired_bots = pseudonymise(&bots, &yesterday).await;
+                    batch
+                        .visitors_now_users
+                        .extend(pseudonymise(&user_ips, &yesterday).await);
                 }
             }
             let marked = self.presence.mark_seen(at, &batch).await?;
@@ -464,22 +568,31 @@ impl Writer {
             let Some(keyed) = batch.keyed_by.take() else {
                 break;
             };
-            if !marked.keyed_wrong {
-                // A store that keeps no secret leaves this process keying by its own.
-                let held = marked.day_secret.unwrap_or(keyed.expected);
-                self.pseudonyms.hold(day, held);
-                break;
-            }
-            // The store holds another secret for the day than the one these
-            // visitors were derived from, so they were not written (the users
-            // were): derive them again from the secret it holds.
-            let changed = match marked.day_secret {
-                Some(held) => self.pseudonyms.hold(day, held),
-                None => {
+            // A store that keeps no secret leaves this process keying by its own.
+            let changed = match (marked.keyed_wrong, marked.day_secret) {
+                (false, held) => self.pseudonyms.hold(day, held.unwrap_or(keyed.expected)),
+                (true, Some(held)) => self.pseudonyms.hold(day, held),
+                (true, None) => {
                     self.pseudonyms.forget(day);
                     true
                 }
             };
+            // Written under the secret the store holds, or (a batch without
+            // visitors or bots, whose writes were not keyed) nothing keyed
+            // to redo.
+            let redo = marked.keyed_wrong || (changed && !batch.visitors_now_users.is_empty());
+            if !redo {
+                if changed {
+                    incr(&self.counters.visitor_secret_changes);
+                    self.dedupe.clear();
+                }
+                break;
+            }
+            // The store holds another secret for the day than the one these
+            // visitors were derived from, so they were not written (the users
+            // were), and the visitor entries of users' addresses were looked
+            // for under the wrong pseudonyms: derive them again from the
+            // secret it holds.
             if changed {
                 // Whoever stored the new secret removed the day's members
                 // keyed by the old one: every visitor is written again at its
@@ -489,6 +602,8 @@ impl Writer {
             }
             batch.users.clear();
             batch.hidden_users.clear();
+            batch.places.clear();
+            user_places.clear();
             tries += 1;
             if tries == 3 {
                 return Err(crate::Error::Corrupt {
@@ -496,6 +611,11 @@ impl Writer {
                     detail: "the day's visitor secret changed at each of 3 writes".into(),
                 });
             }
+        }
+        // Other guests behind a user's address are handed on at their next
+        // request, not taken for ones written lately.
+        for ip in user_ips {
+            self.dedupe.forget(&Who::Visitor(ip));
         }
         incr(&self.counters.flushes);
         add(&self.counters.members_written, members.len() as u64);
@@ -512,6 +632,9 @@ impl Writer {
                     "whos-online: the cap on members per set was reached; the least recently seen were dropped"
                 );
             }
+        }
+        if marked.other_places > 0 {
+            add(&self.counters.places_overflowed, marked.other_places);
         }
         if marked.stale_removed > 0 {
             add(&self.counters.stale_members_removed, marked.stale_removed);
@@ -551,7 +674,7 @@ impl Writer {
 /// The stored members for `ips`, letting other tasks on this worker run every
 /// 1,024 addresses: a large write (up to `max_pending` members) must not hold
 /// up the requests sharing the worker for its whole length.
-async fn pseudonymise(ips: &HashSet<IpAddr>, members: &Members) -> Vec<String> {
+async fn pseudonymise(ips: &[IpAddr], members: &Members) -> Vec<String> {
     const TURN: usize = 1024;
     let mut out = Vec::with_capacity(ips.len());
     for (i, &ip) in ips.iter().enumerate() {

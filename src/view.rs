@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::presence::{Counts, Online};
+use crate::presence::{Counts, Online, PlaceCount};
 use crate::record::Record;
 
 /// One instance's current view of who is online, and of the record.
@@ -40,6 +40,14 @@ pub struct View {
     pub(crate) recent: Arc<[(String, i64)]>,
     /// The same names, sorted by name.
     pub(crate) sorted: Arc<[String]>,
+    /// The names of the bots seen within the window, sorted.
+    pub(crate) bots: Arc<[String]>,
+    /// The place of each of `recent` (same order), or empty without places.
+    pub(crate) recent_places: Arc<[Option<String>]>,
+    /// Every place with members, busiest first.
+    pub(crate) places: Arc<[PlaceCount]>,
+    /// `(bot name, place, last seen)`, most recently seen first.
+    pub(crate) bot_places: Arc<[(String, String, i64)]>,
     pub(crate) record: Record,
     pub(crate) as_of: Option<DateTime<Utc>>,
     pub(crate) window: Duration,
@@ -91,6 +99,71 @@ impl View {
         &self.recent
     }
 
+    /// The names of the bots seen within the window (`Googlebot`, `bingbot`,
+    /// ...; `bot` for one the [`BotFilter`](crate::BotFilter) could not name),
+    /// sorted, each once.
+    pub fn bots(&self) -> &[String] {
+        &self.bots
+    }
+
+    /// Every place with members within the window, busiest first (most
+    /// members of all kinds; ties by name), with their counts; empty without a
+    /// [place hook](crate::Builder::places). At most
+    /// [`max_places`](crate::Builder::max_places), plus
+    /// [`OTHER_PLACE`](crate::OTHER_PLACE) for members beyond.
+    pub fn places(&self) -> &[PlaceCount] {
+        &self.places
+    }
+
+    /// Who is at `place` (members whose latest request named it): complete
+    /// counts, the names of the `limit` most recently seen listed users there
+    /// (sorted by name; among the [`view_names`](crate::Builder::view_names)
+    /// most recently seen of the whole site), and the names of the bots there.
+    /// An unknown place has zero counts.
+    pub fn online_in(&self, place: &str, limit: usize) -> Online {
+        let counts = self
+            .places
+            .iter()
+            .find(|p| p.place == place)
+            .map(|p| p.counts)
+            .unwrap_or_default();
+        let mut users: Vec<String> = if self.recent_places.len() == self.recent.len() {
+            self.recent
+                .iter()
+                .zip(self.recent_places.iter())
+                .filter(|(_, at)| at.as_deref() == Some(place))
+                .take(limit)
+                .map(|((name, _), _)| name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        users.sort_unstable();
+        let mut bots: Vec<String> = self
+            .bot_places
+            .iter()
+            .filter(|(_, at, _)| at == place)
+            .map(|(name, _, _)| name.clone())
+            .collect();
+        bots.sort_unstable();
+        bots.dedup();
+        Online {
+            users,
+            user_count: counts.users,
+            hidden_count: counts.hidden,
+            visitor_count: counts.visitors,
+            bot_count: counts.bots,
+            bots,
+        }
+    }
+
+    /// The place of the listed user `name` (its latest request that named
+    /// one), if the view lists them.
+    pub fn place_of(&self, name: &str) -> Option<&str> {
+        let i = self.recent.iter().position(|(n, _)| n == name)?;
+        self.recent_places.get(i)?.as_deref()
+    }
+
     /// The `limit` most recently seen names (all the view holds, if fewer),
     /// sorted by name, and the counts: what [`WhosOnline::online`](crate::WhosOnline::online)
     /// answers.
@@ -111,6 +184,7 @@ impl View {
             hidden_count: self.counts.hidden,
             visitor_count: self.counts.visitors,
             bot_count: self.counts.bots,
+            bots: self.bots.to_vec(),
         }
     }
 
@@ -131,7 +205,7 @@ impl View {
     }
 
     /// Goes up by one each time the counts, the record, the listed names or
-    /// their order of recency change (not when only [`as_of`](Self::as_of)
+    /// their order of recency, or the bots' names change (not when only [`as_of`](Self::as_of)
     /// moves); `0` before the first refresh.
     pub fn version(&self) -> u64 {
         self.version
@@ -143,6 +217,9 @@ impl View {
     pub(crate) fn same_content(&self, other: &View) -> bool {
         self.counts == other.counts
             && self.record == other.record
+            && self.bots == other.bots
+            && self.places == other.places
+            && self.recent_places == other.recent_places
             && self
                 .recent
                 .iter()

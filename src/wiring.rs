@@ -52,8 +52,12 @@ impl Builder {
         let mut clock = self.clock;
         let mut lease = None;
         let mut settle = Settle::default();
+        let places = self.places.is_some();
         let mut wire_redis = |store: RedisPresence| -> Arc<RedisPresence> {
             let mut store = store.with_set_ttl(self.window.saturating_mul(2));
+            if places {
+                store = store.with_max_places(self.max_places);
+            }
             store = match self.max_members {
                 Some(max) => store.with_max_members(max),
                 None => store.without_member_cap(),
@@ -84,10 +88,13 @@ impl Builder {
         // The built-in presence stores also keep the day secrets and cache the
         // record; a store of the host's own brings either, or goes without.
         let (presence, secrets, cache) = match self.presence {
-            PresenceChoice::Memory => three(Arc::new(match self.max_members {
-                Some(max) => MemoryPresence::new().with_max_members(max),
-                None => MemoryPresence::new().without_member_cap(),
-            })),
+            PresenceChoice::Memory => three(Arc::new(
+                match self.max_members {
+                    Some(max) => MemoryPresence::new().with_max_members(max),
+                    None => MemoryPresence::new().without_member_cap(),
+                }
+                .with_max_places(self.max_places),
+            )),
             PresenceChoice::Redis(pool) => {
                 three(wire_redis(RedisPresence::new(pool, &self.prefix)))
             }
@@ -142,6 +149,7 @@ impl Builder {
                 ip_source: self.ip_source,
                 ipv6_prefix: self.ipv6_prefix,
                 bots: self.bots,
+                places: self.places,
                 skip: self.skip,
                 counters: Arc::clone(&counters),
                 drop_log: LogLimiter::default(),

@@ -215,6 +215,26 @@ async fn login_flow(stack: Stack) {
 
     let seen = demo.online_when(|o| o.visitor_count >= 1).await;
     assert_eq!((seen.user_count, seen.visitor_count), (1, 1));
+
+    // A crawler: counted as a bot, named in the footer, not a visitor.
+    let mut req = common::request_from("10.0.0.3", "/");
+    req.headers_mut().insert(
+        header::USER_AGENT,
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(demo.send(req).await.status(), StatusCode::OK);
+    let seen = demo.online_when(|o| o.bot_count >= 1).await;
+    assert_eq!(seen.bots, ["Googlebot"]);
+    assert_eq!(seen.visitor_count, 1);
+    let page = demo.page(OTHER_IP, None).await;
+    assert!(
+        page.contains(
+            "Bots online: <span id=\"bot-count\">1</span> (<span id=\"bot-list\">Googlebot</span>)"
+        ),
+        "{page}"
+    );
     let online = demo.json(ALICE_IP, "/online", Some(&cookie)).await;
     assert_eq!(online["users"], serde_json::json!(["alice"]));
     assert_eq!(online["user_count"], 1);

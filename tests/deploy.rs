@@ -107,7 +107,16 @@ impl Drop for DemoProcess {
 
 /// One HTTP/1.1 request on its own connection; the whole answer as text.
 async fn http(addr: SocketAddr, request: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to the demo");
+    http_from("127.0.0.1", addr, request).await
+}
+
+/// [`http`] from the loopback address `from` (any `127.0.0.N` on Linux).
+async fn http_from(from: &str, addr: SocketAddr, request: &str) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .expect("bind a loopback address");
+    let mut stream = socket.connect(addr).await.expect("connect to the demo");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
@@ -174,8 +183,10 @@ async fn demo_stops_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // A visitor's page view, then alice logs in and views the page.
-    let page = http(
+    // A visitor's page view (from another address: a user's report removes
+    // the visitor entry of its own), then alice logs in and views the page.
+    let page = http_from(
+        "127.0.0.2",
         addr,
         "GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n",
     )

@@ -386,6 +386,10 @@ async fn session_user_loads_a_session_once_per_resolution() {
     send("/asset", Some(&bob)).await;
     send("/asset", Some(&bob)).await;
     assert_eq!(store.loads.load(SeqCst) - before, 2);
+    // Written now: every request here comes from one address, and a user's
+    // report written with a visitor's of the same address is taken for the
+    // same person (the visitor is dropped).
+    site.settle().await;
 
     // Alice logs out but keeps her session: within the resolution she still
     // counts as alice (no load); after it, the session is read again and she

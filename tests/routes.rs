@@ -33,7 +33,7 @@ async fn online_shape_and_sorting(stack: Stack) {
     assert_eq!(
         body,
         json!({"users": ["alice", "bob", "carol"], "user_count": 3,
-               "visitor_count": 3, "window_secs": 900, "bot_count": 0,
+               "visitor_count": 3, "window_secs": 900, "bot_count": 0, "bots": [],
                "as_of": "2025-11-24T16:00:00Z"})
     );
     // Visitor addresses never appear.
@@ -269,7 +269,7 @@ async fn counts_follow_the_window_before_any_prune(stack: Stack) {
     assert_eq!(
         body,
         json!({"users": [], "user_count": 0, "visitor_count": 0, "window_secs": 900,
-               "bot_count": 0, "as_of": "2025-11-24T16:15:01Z"})
+               "bot_count": 0, "bots": [], "as_of": "2025-11-24T16:15:01Z"})
     );
 }
 

@@ -250,6 +250,7 @@ impl PresenceStore for Churn {
                 ..Counts::default()
             },
             recent,
+            ..Snapshot::default()
         })
     }
 }

@@ -4,7 +4,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, PresenceStore, Snapshot};
+use super::{
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, MemberKind, PlaceCount, PresenceStore,
+    Snapshot,
+};
+use crate::places::{DEFAULT_MAX_PLACES, OTHER_PLACE};
 use crate::record::RecordCache;
 use crate::{Record, Result};
 
@@ -18,6 +22,7 @@ use crate::{Record, Result};
 pub struct MemoryPresence {
     inner: Mutex<Inner>,
     max_members: Option<usize>,
+    max_places: usize,
 }
 
 impl Default for MemoryPresence {
@@ -25,6 +30,7 @@ impl Default for MemoryPresence {
         Self {
             inner: Mutex::default(),
             max_members: Some(DEFAULT_MAX_MEMBERS),
+            max_places: DEFAULT_MAX_PLACES,
         }
     }
 }
@@ -35,6 +41,17 @@ struct Inner {
     hidden: Set,
     visitors: Set,
     bots: Set,
+    /// Bot names, by when a bot of that name was last seen.
+    bot_names: Set,
+    /// Each placed member's place: `u:name`, `v:member` or `b:member` to its
+    /// kind and place. A member counts at its place only while it is in its
+    /// set within the window, so entries of members removed otherwise are
+    /// harmless, and go at the next prune.
+    places: HashMap<String, (MemberKind, Arc<str>)>,
+    /// Distinct places, by when a member was last placed there.
+    place_seen: Set,
+    /// `bot name \n place`, by when such a bot was last there.
+    bot_places: Set,
     cache: Option<(Record, Instant)>,
     /// Visitor key secrets by day; only the current and the previous day kept.
     secrets: Vec<(String, String)>,
@@ -128,6 +145,19 @@ impl Set {
         (self.len() - stale) as u64
     }
 
+    /// Every member seen at or after `cutoff`, sorted.
+    fn members_since(&self, cutoff: i64) -> Vec<String> {
+        let mut members: Vec<String> = self
+            .by_time
+            .iter()
+            .rev()
+            .take_while(|(t, _)| *t >= cutoff)
+            .map(|(_, m)| m.to_string())
+            .collect();
+        members.sort_unstable();
+        members
+    }
+
     /// The `limit` most recently seen members at or after `cutoff` (ties by
     /// member, highest first, as Redis orders a reversed range).
     fn most_recent(&self, cutoff: i64, limit: usize) -> Vec<(String, i64)> {
@@ -161,12 +191,128 @@ impl MemoryPresence {
         self
     }
 
+    /// Tracks at most `max` distinct places within the window (default
+    /// [`DEFAULT_MAX_PLACES`]); members at further places are counted under
+    /// [`OTHER_PLACE`].
+    pub fn with_max_places(mut self, max: usize) -> Self {
+        self.max_places = max.max(1);
+        self
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         crate::sync::lock(&self.inner)
     }
 }
 
+/// The key of a member's place: users by name whether listed or hidden.
+fn place_key(kind: MemberKind, member: &str) -> String {
+    let tag = match kind {
+        MemberKind::User | MemberKind::HiddenUser => 'u',
+        MemberKind::Visitor => 'v',
+        MemberKind::Bot => 'b',
+    };
+    format!("{tag}:{member}")
+}
+
 impl Inner {
+    fn set(&self, kind: MemberKind) -> &Set {
+        match kind {
+            MemberKind::User => &self.users,
+            MemberKind::HiddenUser => &self.hidden,
+            MemberKind::Visitor => &self.visitors,
+            MemberKind::Bot => &self.bots,
+        }
+    }
+
+    /// When `member` of `kind` was last seen, if it is in its set.
+    fn seen(&self, kind: MemberKind, member: &str) -> Option<i64> {
+        self.set(kind).seen.get(member).copied()
+    }
+
+    /// Puts the batch's placed members at their places, where this write is
+    /// their latest; how many went under [`OTHER_PLACE`].
+    fn place(&mut self, at: i64, batch: &Batch, max_places: usize) -> u64 {
+        let mut other = 0;
+        for p in &batch.places {
+            if self.seen(p.kind, &p.member) != Some(at) {
+                // Not written (keyed under another secret, or trimmed), or
+                // seen later elsewhere.
+                continue;
+            }
+            let place: &str = if self.place_seen.seen.contains_key(p.place.as_str())
+                || self.place_seen.len() < max_places
+            {
+                &p.place
+            } else {
+                other += 1;
+                OTHER_PLACE
+            };
+            self.place_seen.mark(place, at);
+            self.places
+                .insert(place_key(p.kind, &p.member), (p.kind, place.into()));
+        }
+        for (name, place) in &batch.bot_places {
+            self.bot_places.mark(&format!("{name}\n{place}"), at);
+        }
+        other
+    }
+
+    /// Forgets the places of members no longer in their sets.
+    fn prune_places(&mut self, cutoff: i64) {
+        let places = std::mem::take(&mut self.places);
+        self.places = places
+            .into_iter()
+            .filter(|(key, (kind, _))| {
+                let member = &key[2..];
+                self.seen(*kind, member).is_some()
+            })
+            .collect();
+        self.place_seen.prune(cutoff);
+        self.bot_places.prune(cutoff);
+    }
+
+    /// Members within the window at each place, and the places of `recent`.
+    fn count_places(
+        &self,
+        cutoff: i64,
+        recent: &[(String, i64)],
+    ) -> (Vec<PlaceCount>, Vec<Option<String>>) {
+        if self.places.is_empty() {
+            return (Vec::new(), Vec::new());
+        }
+        let mut at: HashMap<&str, Counts> = HashMap::new();
+        for (key, (kind, place)) in &self.places {
+            if self.seen(*kind, &key[2..]).is_none_or(|t| t < cutoff) {
+                continue;
+            }
+            let c = at.entry(place).or_default();
+            match kind {
+                MemberKind::User => c.users += 1,
+                MemberKind::HiddenUser => {
+                    c.users += 1;
+                    c.hidden += 1;
+                }
+                MemberKind::Visitor => c.visitors += 1,
+                MemberKind::Bot => c.bots += 1,
+            }
+        }
+        let places = at
+            .into_iter()
+            .map(|(place, counts)| PlaceCount {
+                place: place.to_owned(),
+                counts,
+            })
+            .collect();
+        let recent_places = recent
+            .iter()
+            .map(|(name, _)| {
+                self.places
+                    .get(&place_key(MemberKind::User, name))
+                    .map(|(_, place)| place.to_string())
+            })
+            .collect();
+        (places, recent_places)
+    }
     /// The day's secret: the one held, or `candidate`, now held. Whether it was
     /// stored just now.
     fn claim_secret(&mut self, day: &str, candidate: &str) -> (String, bool) {
@@ -219,6 +365,12 @@ impl PresenceStore for MemoryPresence {
                 inner.bots.mark(m, at);
             }
         }
+        for name in &batch.bot_names {
+            inner.bot_names.mark(name, at);
+        }
+        for m in &batch.visitors_now_users {
+            inner.visitors.remove(m);
+        }
         for name in &batch.left_users {
             inner.users.remove(name);
             inner.hidden.remove(name);
@@ -229,12 +381,14 @@ impl PresenceStore for MemoryPresence {
         for m in &batch.retired_bots {
             inner.bots.remove(m);
         }
+        marked.other_places = inner.place(at, batch, self.max_places);
         let max = self.max_members;
         for (set, members) in [
             (&mut inner.users, &batch.users),
             (&mut inner.hidden, &batch.hidden_users),
             (&mut inner.visitors, &batch.visitors),
             (&mut inner.bots, &batch.bots),
+            (&mut inner.bot_names, &batch.bot_names),
         ] {
             if !members.is_empty() {
                 marked.trimmed += set.trim(max);
@@ -251,9 +405,11 @@ impl PresenceStore for MemoryPresence {
             &mut inner.hidden,
             &mut inner.visitors,
             &mut inner.bots,
+            &mut inner.bot_names,
         ] {
             set.prune(cutoff);
         }
+        inner.prune_places(cutoff);
         Ok(Counts {
             users: (inner.users.len() + inner.hidden.len()) as u64,
             hidden: inner.hidden.len() as u64,
@@ -269,8 +425,23 @@ impl PresenceStore for MemoryPresence {
     async fn snapshot(&self, cutoff: i64, limit: usize) -> Result<Snapshot> {
         let inner = self.lock();
         let hidden = inner.hidden.count_since(cutoff);
+        let recent = inner.users.most_recent(cutoff, limit);
+        let (places, recent_places) = inner.count_places(cutoff, &recent);
+        let bot_places = inner
+            .bot_places
+            .most_recent(cutoff, limit)
+            .into_iter()
+            .filter_map(|(pair, t)| {
+                let (name, place) = pair.rsplit_once('\n')?;
+                Some((name.to_owned(), place.to_owned(), t))
+            })
+            .collect();
         Ok(Snapshot {
-            recent: inner.users.most_recent(cutoff, limit),
+            recent,
+            recent_places,
+            places,
+            bot_places,
+            bots: inner.bot_names.members_since(cutoff),
             counts: Counts {
                 users: inner.users.count_since(cutoff) + hidden,
                 hidden,

@@ -74,6 +74,24 @@ pub struct Batch {
     pub retired_visitors: Vec<String>,
     /// Bots' members to remove, as `retired_visitors`.
     pub retired_bots: Vec<String>,
+    /// Visitors' members to remove because a user was seen from their address
+    /// (today's pseudonym, and yesterday's in the first window after a UTC day
+    /// change): a guest who logs in moves from the visitors to the users
+    /// instead of counting twice. Keyed like `visitors`; never also in
+    /// `visitors` of the same batch. A store that ignores them counts such a
+    /// person twice until the visitor entry ages out.
+    pub visitors_now_users: Vec<String>,
+    /// The distinct names of the batch's bots ([`BotName`](crate::BotName)s,
+    /// from the bot filter's table, never from a client's text), sorted: kept
+    /// with their last-seen time so that `/online` can say which bots are about.
+    pub bot_names: Vec<String>,
+    /// Where members of the batch were, for those whose request named a place
+    /// (see [`Builder::places`](crate::Builder::places)); each member at most
+    /// once. A store that ignores them has no places.
+    pub places: Vec<Placed>,
+    /// `(bot name, place)` of the batch's bots that were at a place, each pair
+    /// once: which bots are where, read back in [`Snapshot::bot_places`].
+    pub bot_places: Vec<(String, String)>,
     /// Users who logged out ([`WhosOnline::user_left`](crate::WhosOnline::user_left)):
     /// removed from the listed and the hidden set. Never also in `users` or
     /// `hidden_users` of the same batch. A store that ignores them lists such a
@@ -99,6 +117,31 @@ impl Batch {
     }
 }
 
+/// Which set a member is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemberKind {
+    /// A listed user (`Batch::users`).
+    User,
+    /// A hidden user (`Batch::hidden_users`).
+    HiddenUser,
+    /// A visitor (`Batch::visitors`, keyed).
+    Visitor,
+    /// A bot (`Batch::bots`, keyed).
+    Bot,
+}
+
+/// Where one member of a batch was: the place its latest request named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The set the member is in.
+    pub kind: MemberKind,
+    /// The member as written to its set: a user's name, or a visitor's or a
+    /// bot's keyed member.
+    pub member: String,
+    /// The place, at most [`MAX_PLACE_LEN`](crate::MAX_PLACE_LEN) bytes.
+    pub place: String,
+}
+
 /// What a write did, besides writing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -120,6 +163,9 @@ pub struct Marked {
     /// forgets which members it wrote lately, so that each is written again at
     /// its next request. Stores that cannot lose data leave it false.
     pub data_lost: bool,
+    /// Members counted under [`OTHER_PLACE`](crate::OTHER_PLACE) because the
+    /// store already tracked its cap of distinct places.
+    pub other_places: u64,
 }
 
 impl Marked {
@@ -176,6 +222,9 @@ pub struct Online {
     pub visitor_count: u64,
     /// All bots seen within the window.
     pub bot_count: u64,
+    /// The names of the bots seen within the window (`Googlebot`, `bingbot`,
+    /// ...; `bot` for one the filter could not name), sorted, each once.
+    pub bots: Vec<String>,
 }
 
 /// What a presence store holds within the window, as one read: the most
@@ -186,7 +235,27 @@ pub struct Snapshot {
     /// seconds), most recently seen first; ties by name, highest first (the
     /// order of a reversed Redis range). At most the asked-for number.
     pub recent: Vec<(String, i64)>,
+    /// The names of the bots seen within the window, sorted, each once.
+    pub bots: Vec<String>,
     /// Every member within the window, by kind.
+    pub counts: Counts,
+    /// The place of each of `recent`, in the same order (`None` for a user
+    /// whose requests named none); empty when the store keeps no places.
+    pub recent_places: Vec<Option<String>>,
+    /// Every place with a member within the window, and how many of each kind
+    /// are there; any order.
+    pub places: Vec<PlaceCount>,
+    /// `(bot name, place, last seen)` of the bots within the window that were
+    /// at a place, most recently seen first; at most the asked-for number.
+    pub bot_places: Vec<(String, String, i64)>,
+}
+
+/// How many members are at one place.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlaceCount {
+    /// The place.
+    pub place: String,
+    /// Members whose latest request was there, by kind.
     pub counts: Counts,
 }
 
@@ -207,6 +276,7 @@ impl Snapshot {
             hidden_count: self.counts.hidden,
             visitor_count: self.counts.visitors,
             bot_count: self.counts.bots,
+            bots: self.bots.clone(),
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct OnlineResponse {
     pub window_secs: u64,
     /// Bots (crawlers) seen within the window; never counted as visitors.
     pub bot_count: u64,
+    /// The names of the bots seen within the window (`Googlebot`, `bingbot`,
+    /// ...; `bot` for one the bot filter could not name), sorted, each once.
+    pub bots: Vec<String>,
     /// When the view these numbers come from was refreshed (RFC 3339, UTC);
     /// `null` before the first refresh.
     #[serde(serialize_with = "rfc3339_secs")]
@@ -53,6 +56,7 @@ impl OnlineResponse {
             visitor_count: online.visitor_count,
             window_secs: view.window().as_secs(),
             bot_count: online.bot_count,
+            bots: online.bots,
             as_of: view.as_of(),
         }
     }

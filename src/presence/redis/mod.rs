@@ -16,8 +16,12 @@ use deadpool_redis::redis::{self, Script, aio::ConnectionLike};
 use deadpool_redis::{Pool, Runtime, cluster};
 
 pub(crate) use self::lease::{TickLease, new_instance_id};
-use super::{Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, PresenceStore, Snapshot};
+use super::{
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, MemberKind, PlaceCount, PresenceStore,
+    Snapshot,
+};
 use crate::clock::ServerClock;
+use crate::places::OTHER_PLACE;
 use crate::record::RecordCache;
 use crate::{Error, Record, Result};
 
@@ -170,6 +174,129 @@ local removed = redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[3], '+inf')
 return {ARGV[1], removed}
 ";
 
+/// Puts a write's placed members at their places, and takes members out of
+/// theirs. KEYS: where, places, bot-places, then the users, hidden, visitors
+/// and bots sets. ARGV: at, max places, the place key prefix, the keys' TTL,
+/// the name of the overflow place; then a count and that many
+/// `(kind, member, place)`; a count and that many `(bot name, place)`; a count
+/// and that many member ids to unplace. A member is placed only where this
+/// write is its latest (its score is `at`): a later write elsewhere wins.
+/// Returns how many went to the overflow place.
+///
+/// Scores in a place's sorted set are the member's kind (0 listed user, 1
+/// hidden user, 2 visitor, 3 bot) times 2^32, plus its last-seen time, so that
+/// one `ZCOUNT` per kind counts a place.
+const PLACE: &str = r"
+local at = tonumber(ARGV[1])
+local max = tonumber(ARGV[2])
+local pfx = ARGV[3]
+local ttl = ARGV[4]
+local sets = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+local tags = {'u:', 'u:', 'v:', 'b:'}
+local band = 4294967296
+local other = 0
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
+  local kind = tonumber(ARGV[i])
+  local member = ARGV[i + 1]
+  local place = ARGV[i + 2]
+  i = i + 3
+  local seen = redis.call('ZSCORE', sets[kind + 1], member)
+  if seen and tonumber(seen) == at then
+    if not redis.call('ZSCORE', KEYS[2], place) and redis.call('ZCARD', KEYS[2]) >= max then
+      place = ARGV[5]
+      other = other + 1
+    end
+    local id = tags[kind + 1] .. member
+    local old = redis.call('HGET', KEYS[1], id)
+    if old and old ~= place then
+      redis.call('ZREM', pfx .. old, id)
+    end
+    redis.call('ZADD', pfx .. place, kind * band + at, id)
+    redis.call('EXPIRE', pfx .. place, ttl)
+    redis.call('HSET', KEYS[1], id, place)
+    redis.call('ZADD', KEYS[2], 'GT', at, place)
+  end
+end
+local pairs_count = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, pairs_count do
+  redis.call('ZADD', KEYS[3], 'GT', at, ARGV[i] .. '\n' .. ARGV[i + 1])
+  i = i + 2
+end
+local gone = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, gone do
+  local id = ARGV[i]
+  i = i + 1
+  local old = redis.call('HGET', KEYS[1], id)
+  if old then
+    redis.call('ZREM', pfx .. old, id)
+    redis.call('HDEL', KEYS[1], id)
+  end
+end
+for k = 1, 3 do
+  redis.call('EXPIRE', KEYS[k], ttl)
+end
+return other
+";
+
+/// Prunes the places: members last seen before ARGV[1] leave their place
+/// (each place's bands, then empty places and stale registry entries) and the
+/// where hash. KEYS: where, places, bot-places, then the users, hidden,
+/// visitors and bots sets (read before the sets are pruned). ARGV[2]: the place
+/// key prefix.
+const PRUNE_PLACES: &str = r"
+local cutoff = tonumber(ARGV[1])
+local pfx = ARGV[2]
+local band = 4294967296
+local tags = {'u:', 'u:', 'v:', 'b:'}
+for k = 4, 7 do
+  local gone = redis.call('ZRANGE', KEYS[k], '-inf', '(' .. cutoff, 'BYSCORE')
+  for _, member in ipairs(gone) do
+    redis.call('HDEL', KEYS[1], tags[k - 3] .. member)
+  end
+end
+for _, place in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local key = pfx .. place
+  for kind = 0, 3 do
+    redis.call('ZREMRANGEBYSCORE', key, kind * band, '(' .. (kind * band + cutoff))
+  end
+  if redis.call('ZCARD', key) == 0 then
+    redis.call('DEL', key)
+    redis.call('ZREM', KEYS[2], place)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. cutoff)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. cutoff)
+return 0
+";
+
+/// Counts each place's members seen at or after ARGV[1]: a flat list of
+/// `place, users, hidden, visitors, bots` for every place with any. KEYS[1]:
+/// the places registry; ARGV[2]: the place key prefix.
+const COUNT_PLACES: &str = r"
+local cutoff = tonumber(ARGV[1])
+local pfx = ARGV[2]
+local band = 4294967296
+local out = {}
+for _, place in ipairs(redis.call('ZRANGE', KEYS[1], cutoff, '+inf', 'BYSCORE')) do
+  local key = pfx .. place
+  local counts = {}
+  local any = false
+  for kind = 0, 3 do
+    local n = redis.call('ZCOUNT', key, kind * band + cutoff, kind * band + band - 1)
+    counts[kind + 1] = n
+    if n > 0 then any = true end
+  end
+  if any then
+    out[#out + 1] = place
+    for kind = 1, 4 do out[#out + 1] = counts[kind] end
+  end
+end
+return out
+";
+
 /// `ZADD GT` of keyed members (ARGV[3..]) at ARGV[2] into KEYS[1], only while
 /// the day's secret (KEYS[2]) is the one they were derived from (ARGV[1]).
 /// Returns 1 when written, 0 when the secret differs.
@@ -190,7 +317,7 @@ return 1
 /// ([`new`](Self::new)) or onto a Redis Cluster ([`cluster`](Self::cluster)).
 ///
 /// Keys are `{prefix}:users`, `{prefix}:hidden`, `{prefix}:visitors`,
-/// `{prefix}:bots` (sorted sets, member to last-seen unix seconds),
+/// `{prefix}:bots`, `{prefix}:bot-names` (sorted sets, member to last-seen unix seconds),
 /// `{prefix}:record` (hash, the record cache) and `{prefix}:tick-lease` (which
 /// instance runs the background tick). The braces are literal: they make the
 /// prefix a Redis Cluster hash tag, so every key of one installation lives in one
@@ -202,11 +329,19 @@ pub struct RedisPresence {
     hidden: String,
     visitors: String,
     bots: String,
+    bot_names: String,
     record: String,
     lease: String,
     secret_prefix: String,
     set_ttl_secs: u64,
     max_members: Option<usize>,
+    /// Places are kept (at most this many distinct ones per window) only when
+    /// set: without a place hook they cost nothing.
+    max_places: Option<usize>,
+    place_prefix: String,
+    where_key: String,
+    places_key: String,
+    bot_places_key: String,
     server_clock: Option<Arc<ServerClock>>,
     timeout: Duration,
     /// A key of this store alone, set by every write: missing at a write that
@@ -246,11 +381,17 @@ impl RedisPresence {
             hidden: format!("{{{prefix}}}:hidden"),
             visitors: format!("{{{prefix}}}:visitors"),
             bots: format!("{{{prefix}}}:bots"),
+            bot_names: format!("{{{prefix}}}:bot-names"),
             record: format!("{{{prefix}}}:record"),
             lease: format!("{{{prefix}}}:tick-lease"),
             secret_prefix: format!("{{{prefix}}}:visitor-key"),
             set_ttl_secs: 24 * 60 * 60,
             max_members: Some(DEFAULT_MAX_MEMBERS),
+            max_places: None,
+            place_prefix: format!("{{{prefix}}}:place:"),
+            where_key: format!("{{{prefix}}}:where"),
+            places_key: format!("{{{prefix}}}:places"),
+            bot_places_key: format!("{{{prefix}}}:bot-places"),
             server_clock: None,
             timeout: Duration::from_secs(2),
             marker: format!(
@@ -278,6 +419,24 @@ impl RedisPresence {
     /// Lets each sorted set grow without a cap.
     pub fn without_member_cap(mut self) -> Self {
         self.max_members = None;
+        self
+    }
+
+    /// Keeps members' places ([`Batch::places`]), at most `max` distinct ones
+    /// within the window (the builder sets it to
+    /// [`max_places`](crate::Builder::max_places) when a place hook is given);
+    /// members at further places are counted under
+    /// [`OTHER_PLACE`](crate::OTHER_PLACE). Off by default: a store without
+    /// places spends nothing on them.
+    ///
+    /// Keys: `{prefix}:place:<place>` (a sorted set per place: `u:name`,
+    /// `v:member` or `b:member` to a band per kind plus the last-seen time),
+    /// `{prefix}:where` (hash: member to its place), `{prefix}:places` (sorted
+    /// set: place to when a member was last placed there) and
+    /// `{prefix}:bot-places` (`name\nplace` to last seen). All in the one
+    /// hash slot of `{prefix}`.
+    pub fn with_max_places(mut self, max: usize) -> Self {
+        self.max_places = Some(max.max(1));
         self
     }
 
@@ -310,6 +469,12 @@ impl RedisPresence {
     /// The key of the bots set.
     pub fn bots_key(&self) -> &str {
         &self.bots
+    }
+
+    /// The key of the bot names set (a bot's display name to when a bot of
+    /// that name was last seen).
+    pub fn bot_names_key(&self) -> &str {
+        &self.bot_names
     }
 
     /// The key of the record cache hash.
@@ -403,6 +568,87 @@ impl RedisPresence {
                 timeout: self.timeout,
             }),
         }
+    }
+}
+
+impl RedisPresence {
+    /// The places part of a snapshot, in one more round trip (only when
+    /// places are kept): each place's counts, the places of the listed users,
+    /// and the bots by name and place.
+    async fn read_places(
+        &self,
+        conn: &mut Conn,
+        cutoff: i64,
+        limit: usize,
+        snapshot: &mut Snapshot,
+    ) -> Result<()> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(COUNT_PLACES)
+            .arg(1)
+            .arg(&self.places_key)
+            .arg(cutoff)
+            .arg(&self.place_prefix);
+        let ids: Vec<String> = snapshot
+            .recent
+            .iter()
+            .map(|(name, _)| format!("u:{name}"))
+            .collect();
+        if !ids.is_empty() {
+            pipe.cmd("HMGET").arg(&self.where_key).arg(&ids);
+        }
+        pipe.cmd("ZRANGE")
+            .arg(&self.bot_places_key)
+            .arg("+inf")
+            .arg(cutoff)
+            .arg("BYSCORE")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES");
+        let replies: Vec<redis::Value> = self.timed(pipe.query_async(conn)).await?;
+        let mut replies = replies.into_iter();
+        let mut next = || {
+            replies
+                .next()
+                .ok_or_else(|| corrupt_write("a places reply is missing".into()))
+        };
+        let flat: Vec<redis::Value> = parse(next()?)?;
+        let mut flat = flat.into_iter();
+        while let Some(place) = flat.next() {
+            let mut count = || -> Result<u64> {
+                parse(
+                    flat.next()
+                        .ok_or_else(|| corrupt_write("a place count is missing".into()))?,
+                )
+            };
+            let (users, hidden, visitors, bots) = (count()?, count()?, count()?, count()?);
+            snapshot.places.push(PlaceCount {
+                place: parse(place)?,
+                counts: Counts {
+                    users: users + hidden,
+                    hidden,
+                    visitors,
+                    bots,
+                },
+            });
+        }
+        if !ids.is_empty() {
+            // A user's place is valid where its band says listed; the hash
+            // may be a moment newer than the range read before it, which is
+            // harmless (a move just made).
+            snapshot.recent_places = parse(next()?)?;
+        }
+        let bot_places: Vec<(String, i64)> = parse(next()?)?;
+        snapshot.bot_places = bot_places
+            .into_iter()
+            .filter_map(|(pair, t)| {
+                let (name, place) = pair.rsplit_once('\n')?;
+                Some((name.to_owned(), place.to_owned(), t))
+            })
+            .collect();
+        Ok(())
     }
 }
 
@@ -502,6 +748,7 @@ impl PresenceStore for RedisPresence {
         enum Reply {
             KeyedPart,
             Trim,
+            Placed,
         }
         let mut replies_wanted = Vec::new();
         for (key, members, keyed) in [
@@ -509,6 +756,7 @@ impl PresenceStore for RedisPresence {
             (&self.hidden, &batch.hidden_users, false),
             (&self.visitors, &batch.visitors, true),
             (&self.bots, &batch.bots, true),
+            (&self.bot_names, &batch.bot_names, false),
         ] {
             if members.is_empty() {
                 continue;
@@ -555,6 +803,7 @@ impl PresenceStore for RedisPresence {
         for (key, retired) in [
             (&self.visitors, &batch.retired_visitors),
             (&self.bots, &batch.retired_bots),
+            (&self.visitors, &batch.visitors_now_users),
         ] {
             for part in retired.chunks(ZADD_PART) {
                 pipe.cmd("ZREM").arg(key).arg(part).ignore();
@@ -570,6 +819,58 @@ impl PresenceStore for RedisPresence {
         ] {
             if !members.is_empty() {
                 pipe.cmd("ZREM").arg(other).arg(members).ignore();
+            }
+        }
+        if let Some(max_places) = self.max_places {
+            let gone: Vec<String> = batch
+                .left_users
+                .iter()
+                .map(|n| format!("u:{n}"))
+                .chain(
+                    batch
+                        .visitors_now_users
+                        .iter()
+                        .chain(&batch.retired_visitors)
+                        .map(|m| format!("v:{m}")),
+                )
+                .chain(batch.retired_bots.iter().map(|m| format!("b:{m}")))
+                .collect();
+            if !batch.places.is_empty() || !batch.bot_places.is_empty() || !gone.is_empty() {
+                let cmd = pipe
+                    .cmd("EVAL")
+                    .arg(PLACE)
+                    .arg(7)
+                    .arg(&self.where_key)
+                    .arg(&self.places_key)
+                    .arg(&self.bot_places_key)
+                    .arg(&self.users)
+                    .arg(&self.hidden)
+                    .arg(&self.visitors)
+                    .arg(&self.bots)
+                    .arg(at)
+                    .arg(max_places)
+                    .arg(&self.place_prefix)
+                    .arg(self.set_ttl_secs)
+                    .arg(OTHER_PLACE)
+                    .arg(batch.places.len());
+                for placed in &batch.places {
+                    let kind: u8 = match placed.kind {
+                        MemberKind::User => 0,
+                        MemberKind::HiddenUser => 1,
+                        MemberKind::Visitor => 2,
+                        MemberKind::Bot => 3,
+                    };
+                    cmd.arg(kind).arg(&placed.member).arg(&placed.place);
+                }
+                cmd.arg(batch.bot_places.len());
+                for (name, place) in &batch.bot_places {
+                    cmd.arg(name).arg(place);
+                }
+                cmd.arg(gone.len());
+                for id in &gone {
+                    cmd.arg(id);
+                }
+                replies_wanted.push(Reply::Placed);
             }
         }
         pipe.cmd("SET")
@@ -598,6 +899,7 @@ impl PresenceStore for RedisPresence {
             match wanted {
                 Reply::KeyedPart => marked.keyed_wrong |= !parse::<bool>(reply)?,
                 Reply::Trim => marked.trimmed += parse::<u64>(reply)?,
+                Reply::Placed => marked.other_places += parse::<u64>(reply)?,
             }
         }
         if self.server_clock.is_some() {
@@ -621,7 +923,23 @@ impl PresenceStore for RedisPresence {
         let below = format!("({cutoff}");
         let keys = [&self.users, &self.hidden, &self.visitors, &self.bots];
         let mut pipe = redis::pipe();
-        for key in keys {
+        if self.max_places.is_some() {
+            // Before the sets are pruned: it reads who leaves them.
+            pipe.cmd("EVAL")
+                .arg(PRUNE_PLACES)
+                .arg(7)
+                .arg(&self.where_key)
+                .arg(&self.places_key)
+                .arg(&self.bot_places_key)
+                .arg(&self.users)
+                .arg(&self.hidden)
+                .arg(&self.visitors)
+                .arg(&self.bots)
+                .arg(cutoff)
+                .arg(&self.place_prefix)
+                .ignore();
+        }
+        for key in keys.into_iter().chain([&self.bot_names]) {
             pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(key)
                 .arg("-inf")
@@ -682,25 +1000,38 @@ impl PresenceStore for RedisPresence {
         for key in [&self.users, &self.hidden, &self.visitors, &self.bots] {
             pipe.cmd("ZCOUNT").arg(key).arg(cutoff).arg("+inf");
         }
+        pipe.cmd("ZRANGE")
+            .arg(&self.bot_names)
+            .arg(cutoff)
+            .arg("+inf")
+            .arg("BYSCORE");
         self.ask_time(&mut pipe);
-        type Reply = (Vec<(String, i64)>, u64, u64, u64, u64);
-        let ((recent, listed, hidden, visitors, bots), time): (Reply, _) =
+        type Reply = (Vec<(String, i64)>, u64, u64, u64, u64, Vec<String>);
+        let ((recent, listed, hidden, visitors, bots, mut bot_names), time): (Reply, _) =
             if self.server_clock.is_some() {
-                let (u, l, h, v, b, t) = self.timed(pipe.query_async(&mut conn)).await?;
-                ((u, l, h, v, b), Some(t))
+                let (u, l, h, v, b, n, t) = self.timed(pipe.query_async(&mut conn)).await?;
+                ((u, l, h, v, b, n), Some(t))
             } else {
                 (self.timed(pipe.query_async(&mut conn)).await?, None)
             };
         self.observe(time);
-        Ok(Snapshot {
+        bot_names.sort_unstable();
+        let mut snapshot = Snapshot {
             recent,
+            bots: bot_names,
             counts: Counts {
                 users: listed + hidden,
                 hidden,
                 visitors,
                 bots,
             },
-        })
+            ..Snapshot::default()
+        };
+        if self.max_places.is_some() {
+            self.read_places(&mut conn, cutoff, limit, &mut snapshot)
+                .await?;
+        }
+        Ok(snapshot)
     }
 }
 

@@ -1,0 +1,186 @@
+//! Places: "users browsing this forum", on both stacks, through a router whose
+//! layer names each request's place by axum's `MatchedPath`.
+
+mod common;
+
+use axum::routing::get;
+use axum_whos_online::{Builder, OTHER_PLACE, User, identify_now, place_by_matched_path};
+use common::{Site, Stack, request_from};
+use tower::ServiceExt;
+
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+fn with_places(b: Builder) -> Builder {
+    b.places(place_by_matched_path)
+        .identify_users(identify_now(|req| {
+            req.headers.get("x-user").map(|v| {
+                User::new(v.to_str().unwrap()).with_hidden(req.headers.contains_key("x-hidden"))
+            })
+        }))
+}
+
+/// A forum site: the layer inside the router, so that `MatchedPath` is known.
+fn forum(site: &Site) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { "home" }))
+        .route("/forum/{id}", get(|| async { "forum" }))
+        .route("/topic/{id}", get(|| async { "topic" }))
+        .layer(site.whos.layer())
+}
+
+async fn get_as(app: &axum::Router, uri: &str, ip: &str, user: Option<&str>, agent: Option<&str>) {
+    let mut req = request_from(ip, uri);
+    if let Some(u) = user {
+        req.headers_mut().insert("x-user", u.parse().unwrap());
+    }
+    if let Some(a) = agent {
+        req.headers_mut()
+            .insert(http::header::USER_AGENT, a.parse().unwrap());
+    }
+    assert_eq!(app.clone().oneshot(req).await.unwrap().status(), 200);
+}
+
+/// Users, guests and bots are counted where their latest request was, by the
+/// route template; a move within the de-dup resolution is seen at once; the
+/// sum over places never exceeds the site's counts.
+async fn members_are_counted_where_they_are(stack: Stack) {
+    let site = Site::with(stack, with_places).await;
+    let app = forum(&site);
+    get_as(&app, "/forum/1", "10.1.0.1", Some("alice"), None).await;
+    get_as(&app, "/forum/2", "10.1.0.2", Some("bob"), None).await;
+    get_as(&app, "/topic/7", "10.1.0.3", Some("carol"), None).await;
+    get_as(&app, "/forum/3", "10.1.0.4", None, None).await;
+    get_as(&app, "/forum/3", "10.1.0.5", None, None).await;
+    get_as(&app, "/", "10.1.0.6", None, None).await;
+    get_as(&app, "/topic/1", "10.1.0.7", None, Some(GOOGLEBOT)).await;
+    site.settle().await;
+
+    let view = site.whos.view();
+    let forum = view.online_in("/forum/{id}", 10);
+    assert_eq!(forum.users, ["alice", "bob"]);
+    assert_eq!(
+        (forum.user_count, forum.visitor_count, forum.bot_count),
+        (2, 2, 0)
+    );
+    let topic = site.whos.online_in("/topic/{id}", 10);
+    assert_eq!(topic.users, ["carol"]);
+    assert_eq!(
+        (topic.user_count, topic.visitor_count, topic.bot_count),
+        (1, 0, 1)
+    );
+    assert_eq!(topic.bots, ["Googlebot"]);
+    let home = view.online_in("/", 10);
+    assert_eq!((home.user_count, home.visitor_count), (0, 1));
+    let nowhere = view.online_in("/nowhere", 10);
+    assert_eq!(
+        (nowhere.user_count, nowhere.visitor_count, nowhere.bot_count),
+        (0, 0, 0)
+    );
+    // Busiest first.
+    let names: Vec<&str> = view.places().iter().map(|p| p.place.as_str()).collect();
+    assert_eq!(names, ["/forum/{id}", "/topic/{id}", "/"]);
+    assert_eq!(view.place_of("carol"), Some("/topic/{id}"));
+    sums_stay_within_the_counts(&view);
+
+    // Alice moves to a topic a second later (well within the resolution):
+    // her report is due because her place changed.
+    site.clock.advance_secs(1);
+    get_as(&app, "/topic/9", "10.1.0.1", Some("alice"), None).await;
+    // A request that names no place (none here: every route matches) would
+    // leave her where she is.
+    site.settle().await;
+    let view = site.whos.view();
+    assert_eq!(view.online_in("/forum/{id}", 10).users, ["bob"]);
+    assert_eq!(view.online_in("/topic/{id}", 10).users, ["alice", "carol"]);
+    assert_eq!(view.online_in("/forum/{id}", 10).user_count, 1);
+    sums_stay_within_the_counts(&view);
+
+    // Places leave with the window; the tick prunes them.
+    site.clock.advance_secs(901);
+    site.whos.tick_now().await.unwrap();
+    let view = site.whos.view();
+    assert!(view.places().is_empty(), "{:?}", view.places());
+    assert_eq!(view.online_in("/topic/{id}", 10).user_count, 0);
+}
+
+fn sums_stay_within_the_counts(view: &axum_whos_online::View) {
+    let (mut users, mut visitors, mut bots) = (0, 0, 0);
+    for p in view.places() {
+        users += p.counts.users;
+        visitors += p.counts.visitors;
+        bots += p.counts.bots;
+    }
+    assert!(users <= view.user_count(), "{:?}", view.places());
+    assert!(visitors <= view.visitor_count(), "{:?}", view.places());
+    assert!(bots <= view.bot_count(), "{:?}", view.places());
+}
+
+/// Beyond `max_places` distinct places, members are counted under `other`
+/// (and counted in `places_overflowed`); a known place still takes newcomers.
+async fn places_beyond_the_cap_are_other(stack: Stack) {
+    let site = Site::with(stack, |b| {
+        with_places(b)
+            .places(|req| Some(req.uri.path().to_owned()))
+            .max_places(3)
+    })
+    .await;
+    for i in 0..6 {
+        site.visit(&format!("10.2.0.{i}")).await; // all at "/"
+        let req = request_from(&format!("10.2.1.{i}"), &format!("/page/{i}"));
+        let _ = site.send(req).await; // 404 for the host, still reported
+        site.settle().await;
+    }
+    let view = site.whos.view();
+    let names: Vec<&str> = view.places().iter().map(|p| p.place.as_str()).collect();
+    assert_eq!(view.places().len(), 4, "{names:?}");
+    assert!(names.contains(&OTHER_PLACE), "{names:?}");
+    assert_eq!(view.online_in("/", 10).visitor_count, 6);
+    assert_eq!(view.online_in(OTHER_PLACE, 10).visitor_count, 4);
+    assert_eq!(site.whos.counters().places_overflowed, 4);
+    sums_stay_within_the_counts(&view);
+}
+
+/// A user who logs out leaves their place at once; a guest who logs in is
+/// counted at their place as a user, not also as a guest there.
+async fn leaving_and_logging_in_move_places_too(stack: Stack) {
+    let site = Site::with(stack, with_places).await;
+    let app = forum(&site);
+    get_as(&app, "/forum/1", "10.3.0.1", None, None).await;
+    get_as(&app, "/forum/1", "10.3.0.2", Some("bob"), None).await;
+    site.settle().await;
+    assert_eq!(site.whos.online_in("/forum/{id}", 10).visitor_count, 1);
+    site.clock.advance_secs(1);
+    get_as(&app, "/forum/1", "10.3.0.1", Some("alice"), None).await;
+    site.settle().await;
+    let here = site.whos.online_in("/forum/{id}", 10);
+    assert_eq!((here.user_count, here.visitor_count), (2, 0));
+    site.whos.user_left("bob").await.unwrap();
+    let here = site.whos.online_in("/forum/{id}", 10);
+    assert_eq!(here.users, ["alice"]);
+    assert_eq!(here.user_count, 1);
+}
+
+/// Without a hook, nothing is kept: no places, no keys.
+async fn no_hook_no_places(stack: Stack) {
+    let site = Site::new(stack).await;
+    site.visit_as("alice", "10.4.0.1").await;
+    site.visit("10.4.0.2").await;
+    site.settle().await;
+    let view = site.whos.view();
+    assert!(view.places().is_empty());
+    assert_eq!(view.place_of("alice"), None);
+    if stack == Stack::Real {
+        assert!(
+            common::redis_members(&site.prefix, "places")
+                .await
+                .is_empty()
+        );
+    }
+}
+
+on_both_stacks!(
+    members_are_counted_where_they_are,
+    places_beyond_the_cap_are_other,
+    leaving_and_logging_in_move_places_too,
+    no_hook_no_places,
+);
