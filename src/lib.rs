@@ -143,7 +143,9 @@ pub use record::{
 };
 #[cfg(feature = "openapi")]
 pub use routes::openapi;
-pub use routes::{ErrorBody, OnlineEvent, OnlineResponse, StatsResponse};
+pub use routes::{
+    ErrorBody, OnlineEvent, OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse,
+};
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
 pub use signal::shutdown_signal;

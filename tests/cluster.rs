@@ -33,6 +33,7 @@ async fn two_instances_on_a_three_master_cluster() {
             .redis_cluster(pool.clone())
             .postgres(pg.clone())
             .identify_users(common::header_user())
+            .places(axum_whos_online::place_by_matched_path)
             .prefix(&prefix)
             .tick_interval(Duration::from_millis(100))
             .flush_interval(Duration::from_millis(50))
@@ -66,6 +67,19 @@ async fn two_instances_on_a_three_master_cluster() {
     assert_eq!(online["users"].as_array().unwrap().len(), 15);
     assert_eq!(online["visitor_count"], 40, "capped by max_members");
 
+    // Places: everyone was at "/", the cap's trims included; both instances
+    // agree. The scripts reach the per-place keys of the same slot.
+    for whos in [&a, &b] {
+        let home = whos.online_in("/", 100);
+        assert_eq!((home.user_count, home.visitor_count), (15, 40));
+        assert_eq!(home.users.len(), 15);
+        let places = fragment(whos, "/online/places").await;
+        assert_eq!(
+            places["places"],
+            serde_json::json!([{"place": "/", "users": 15, "visitors": 40, "bots": 0}])
+        );
+    }
+
     let tick = a.tick_now().await.unwrap();
     assert_eq!((tick.counts.users, tick.counts.visitors), (15, 40));
     let stats = fragment(&b, "/stats").await;
@@ -87,7 +101,16 @@ async fn two_instances_on_a_three_master_cluster() {
     }
 
     // Every key is in the slot of the hash tag, all on one node.
-    let keys = ["users", "visitors", "record", "tick-lease"].map(|k| format!("{{{prefix}}}:{k}"));
+    let keys = [
+        "users",
+        "visitors",
+        "record",
+        "tick-lease",
+        "where",
+        "places",
+        "place:/",
+    ]
+    .map(|k| format!("{{{prefix}}}:{k}"));
     let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", &keys[0]]);
     for key in &keys {
         assert_eq!(cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]), slot);
@@ -108,7 +131,7 @@ async fn two_instances_on_a_three_master_cluster() {
         .iter()
         .find(|n| n.port() == owners[0])
         .unwrap();
-    for key in &keys[..3] {
+    for key in keys[..3].iter().chain(&keys[4..]) {
         assert_eq!(node.cli(&["EXISTS", key]).trim(), "1", "{key}");
     }
     // The lease is renewed every 100 ms and lasts 200 ms: look until it is seen.

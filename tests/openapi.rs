@@ -78,6 +78,13 @@ async fn served_responses_match_the_document(stack: Stack) {
             "{path}"
         );
     }
+    let (_, places) = site.get_json("/online/places").await;
+    validate(&doc, "/online/places", 200, &places);
+    let (_, at) = site.get_json("/online?place=%2F").await;
+    validate(&doc, "/online", 200, &at);
+    assert!(doc["components"]["schemas"]["OnlineResponse"]["properties"]["bots"].is_object());
+    assert!(doc["components"]["schemas"]["OnlineResponse"]["properties"]["place"].is_object());
+    assert!(doc["paths"]["/online/places"]["get"]["responses"]["304"].is_object());
     let events = &doc["paths"]["/online/events"]["get"]["responses"];
     for status in ["200", "400", "503"] {
         assert!(events[status].is_object(), "{status}");

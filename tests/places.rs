@@ -178,7 +178,99 @@ async fn no_hook_no_places(stack: Stack) {
     }
 }
 
+/// `GET /online?place=P` and `GET /online/places` answer from the view; bad
+/// queries are JSON 400s; an unknown place is 200 with zero counts.
+async fn places_over_http(stack: Stack) {
+    let site = Site::with(stack, with_places).await;
+    let app = forum(&site).merge(site.whos.router());
+    get_as(&app, "/forum/1", "10.5.0.1", Some("alice"), None).await;
+    get_as(&app, "/forum/2", "10.5.0.2", None, None).await;
+    get_as(&app, "/topic/2", "10.5.0.3", None, None).await;
+    get_as(&app, "/topic/3", "10.5.0.4", None, Some(GOOGLEBOT)).await;
+    site.settle().await;
+    let get = |uri: &str| {
+        let app = app.clone();
+        let req = request_from("127.0.0.1", uri);
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            (status, common::json(res).await)
+        }
+    };
+    let (status, body) = get("/online?place=%2Fforum%2F%7Bid%7D").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["place"], "/forum/{id}");
+    assert_eq!(body["users"], serde_json::json!(["alice"]));
+    assert_eq!(
+        (body["user_count"].as_u64(), body["visitor_count"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (_, body) = get("/online?place=/topic/{id}&limit=1").await;
+    assert_eq!(body["bots"], serde_json::json!(["Googlebot"]));
+    assert_eq!(
+        (body["visitor_count"].as_u64(), body["bot_count"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (status, body) = get("/online?place=nowhere").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["user_count"], 0);
+    assert_eq!(body["visitor_count"], 0);
+    // Without a place: the whole site, and no `place` field.
+    let (_, body) = get("/online").await;
+    assert!(body.get("place").is_none(), "{body}");
+    assert_eq!(body["visitor_count"], 2);
+
+    let (status, body) = get("/online/places").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["places"],
+        serde_json::json!([
+            {"place": "/forum/{id}", "users": 1, "visitors": 1, "bots": 0},
+            {"place": "/topic/{id}", "users": 0, "visitors": 1, "bots": 1},
+        ])
+    );
+    let (_, body) = get("/online/places?limit=1").await;
+    assert_eq!(body["places"].as_array().unwrap().len(), 1);
+
+    let long = "x".repeat(129);
+    for bad in [
+        "/online?place=".to_owned(),
+        format!("/online?place={long}"),
+        "/online?place=a&place=b".to_owned(),
+        "/online/places?limit=0".to_owned(),
+        "/online/places?limit=1001".to_owned(),
+        "/online/places?limit=x".to_owned(),
+        "/online/places?place=a".to_owned(),
+        "/online/events?place=a".to_owned(),
+    ] {
+        let (status, body) = get(&bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"].is_string(), "{bad}: {body}");
+    }
+    // 128 bytes of a 3-byte character, percent-encoded: 384 bytes of query.
+    let (status, _) = get(&format!("/online?place={}&limit=5", "%E2%82%AC".repeat(42))).await;
+    assert_eq!(status, 200);
+}
+
+/// The member cap trims the least recently seen: they leave their places too,
+/// so a place never counts more than the site.
+async fn the_member_cap_trims_places_too(stack: Stack) {
+    let site = Site::with(stack, |b| with_places(b).max_members(5)).await;
+    let app = forum(&site);
+    for i in 0..8 {
+        get_as(&app, "/forum/1", &format!("10.6.0.{i}"), None, None).await;
+        site.settle().await;
+        site.clock.advance_secs(1);
+    }
+    let view = site.whos.view();
+    assert_eq!(view.visitor_count(), 5);
+    assert_eq!(view.online_in("/forum/{id}", 10).visitor_count, 5);
+    sums_stay_within_the_counts(&view);
+}
+
 on_both_stacks!(
+    places_over_http,
+    the_member_cap_trims_places_too,
     members_are_counted_where_they_are,
     places_beyond_the_cap_are_other,
     leaving_and_logging_in_move_places_too,

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, Fragment, parse_limit, parse_query};
+use super::{ApiError, Fragment, parse_online, parse_places, parse_query};
 use crate::View;
 use crate::record::{Record, rfc3339_secs};
 use crate::sync::lock;
@@ -43,12 +43,24 @@ pub struct OnlineResponse {
     #[serde(serialize_with = "rfc3339_secs")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub as_of: Option<DateTime<Utc>>,
+    /// With `?place=P`: the place, and every field above is about the members
+    /// whose latest request was there. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub place: Option<String>,
 }
 
 impl OnlineResponse {
     /// The answer for `limit` names from `view`.
     pub(super) fn from_view(view: &View, limit: usize) -> Self {
-        let mut online = view.online(limit);
+        Self::from_online(view, view.online(limit), None)
+    }
+
+    /// The answer for `limit` names at `place`, from `view`.
+    pub(super) fn at_place(view: &View, place: &str, limit: usize) -> Self {
+        Self::from_online(view, view.online_in(place, limit), Some(place.to_owned()))
+    }
+
+    fn from_online(view: &View, mut online: crate::Online, place: Option<String>) -> Self {
         cut_to_size(&mut online.users);
         Self {
             users: online.users,
@@ -57,6 +69,55 @@ impl OnlineResponse {
             window_secs: view.window().as_secs(),
             bot_count: online.bot_count,
             bots: online.bots,
+            as_of: view.as_of(),
+            place,
+        }
+    }
+}
+
+/// The body of `GET /online/places`: the busiest places first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlacesResponse {
+    /// Places with members within the window, busiest first (most members of
+    /// all kinds; ties by name), at most the asked-for number.
+    pub places: Vec<PlaceEntry>,
+    /// When the view was refreshed (RFC 3339, UTC); `null` before the first refresh.
+    #[serde(serialize_with = "rfc3339_secs")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+/// One place of [`PlacesResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlaceEntry {
+    /// The place, as the host's place hook named it (`"other"` for members
+    /// beyond the cap on places).
+    pub place: String,
+    /// Users whose latest request was there (hidden ones included unless
+    /// counted as visitors).
+    pub users: u64,
+    /// Visitors whose latest request was there.
+    pub visitors: u64,
+    /// Bots whose latest request was there.
+    pub bots: u64,
+}
+
+impl PlacesResponse {
+    pub(super) fn from_view(view: &View, limit: usize) -> Self {
+        Self {
+            places: view
+                .places()
+                .iter()
+                .take(limit)
+                .map(|p| PlaceEntry {
+                    place: p.place.clone(),
+                    users: p.counts.users,
+                    visitors: p.counts.visitors,
+                    bots: p.counts.bots,
+                })
+                .collect(),
             as_of: view.as_of(),
         }
     }
@@ -99,9 +160,10 @@ fn cut_to_size(users: &mut Vec<String>) {
 }
 
 /// Which body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Which {
-    Online { limit: usize },
+    Online { limit: usize, place: Option<String> },
+    Places { limit: usize },
     Stats,
 }
 
@@ -125,29 +187,37 @@ const KEPT: usize = 8;
 
 impl Bodies {
     fn get(&self, view: &View, which: Which) -> (Bytes, HeaderValue) {
+        let which = &which;
         let refresh = view.refreshes;
         {
             let encoded = lock(&self.encoded);
             if let Some(e) = encoded
                 .iter()
-                .find(|e| e.refresh == refresh && e.which == which)
+                .find(|e| e.refresh == refresh && e.which == *which)
             {
                 return (e.json.clone(), e.etag.clone());
             }
         }
         let json = Bytes::from(match which {
-            Which::Online { limit } => to_json(&OnlineResponse::from_view(view, limit)),
+            Which::Online { limit, place: None } => {
+                to_json(&OnlineResponse::from_view(view, *limit))
+            }
+            Which::Online {
+                limit,
+                place: Some(place),
+            } => to_json(&OnlineResponse::at_place(view, place, *limit)),
+            Which::Places { limit } => to_json(&PlacesResponse::from_view(view, *limit)),
             Which::Stats => to_json(&StatsResponse::from_view(view)),
         });
         let etag = etag_of(&json);
         let mut encoded = lock(&self.encoded);
-        encoded.retain(|e| e.refresh == refresh && e.which != which);
+        encoded.retain(|e| e.refresh == refresh && e.which != *which);
         if encoded.len() >= KEPT {
             encoded.remove(0);
         }
         encoded.push(Encoded {
             refresh,
-            which,
+            which: which.clone(),
             json: json.clone(),
             etag: etag.clone(),
         });
@@ -220,6 +290,8 @@ fn max_age(fragment: &Fragment) -> HeaderValue {
          description = "At most this many names, the most recently seen: 1 to the site's ceiling \
                         (200 unless configured, at most 10000); default 100, or the ceiling if lower. \
                         Never more than the view lists (1000 unless configured)."),
+        ("place" = Option<String>, Query, description = "Only the members whose latest request was at this place \
+                        (1 to 128 bytes; needs a place hook): the same shape, with `place`. An unknown place has zero counts."),
         ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer: 304 while the body is the same."),
     ),
     responses(
@@ -235,9 +307,37 @@ pub(super) async fn online(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let limit = parse_limit(&uri, fragment.whos.shared.max_limit)?;
+    let (limit, place) = parse_online(&uri, fragment.whos.shared.max_limit)?;
     let view = fragment.whos.view();
-    let (json, etag) = fragment.bodies.get(&view, Which::Online { limit });
+    let (json, etag) = fragment.bodies.get(&view, Which::Online { limit, place });
+    Ok(answer(&headers, json, etag, &max_age(&fragment)))
+}
+
+/// The busiest places, from the view.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    get,
+    path = "/online/places",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+         description = "At most this many places, the busiest: 1 to 1000, default 20."),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer: 304 while the body is the same."),
+    ),
+    responses(
+        (status = 200, description = "Places with members within the window, busiest first, with counts by kind \
+                                      (empty without a place hook). `Cache-Control: max-age=` the refresh interval; a strong `ETag`.",
+         body = PlacesResponse),
+        (status = 304, description = "The body named in If-None-Match is still current"),
+        (status = 400, description = "Bad query string", body = super::ErrorBody),
+    ),
+))]
+pub(super) async fn places(
+    State(fragment): State<Fragment>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let limit = parse_places(&uri)?;
+    let view = fragment.whos.view();
+    let (json, etag) = fragment.bodies.get(&view, Which::Places { limit });
     Ok(answer(&headers, json, etag, &max_age(&fragment)))
 }
 

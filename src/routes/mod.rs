@@ -1,4 +1,5 @@
-//! The router fragment: `GET /online`, `GET /stats` and `GET /online/events`,
+//! The router fragment: `GET /online` (also per place), `GET /online/places`,
+//! `GET /stats` and `GET /online/events`,
 //! all served from the instance's [`View`](crate::View): no request reads Redis
 //! or Postgres.
 //!
@@ -21,11 +22,12 @@ use axum::routing::{MethodRouter, get};
 use serde::{Deserialize, Serialize};
 
 pub use self::events::OnlineEvent;
-pub use self::json::{OnlineResponse, StatsResponse};
+pub use self::json::{OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse};
 #[cfg(feature = "openapi")]
 pub use self::openapi::openapi;
 use crate::WhosOnline;
 use crate::config::DEFAULT_LIMIT;
+use crate::places::MAX_PLACE_LEN;
 
 /// The body of every error answer of the fragment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,15 +56,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The query of `/online` and `/online/events`.
+/// The query of `/online/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitQuery {
+    limit: Option<String>,
+}
+
+/// The query of `/online`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnlineQuery {
     limit: Option<String>,
+    place: Option<String>,
 }
 
-/// Longest query string the fragment reads, in bytes.
-const MAX_QUERY: usize = 256;
+/// Longest query string the fragment reads, in bytes: room for a place of
+/// [`MAX_PLACE_LEN`] bytes, percent-encoded, and a limit.
+const MAX_QUERY: usize = 512;
 
 /// Parses a query string that must hold only what `T` names.
 fn parse_query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
@@ -76,19 +87,55 @@ fn parse_query<T: serde::de::DeserializeOwned>(uri: &axum::http::Uri) -> Result<
         .map_err(|e| ApiError::bad_request(format!("bad query string: {}", e.body_text())))
 }
 
-/// The `limit` of `/online` and `/online/events`: 1 to `ceiling`, default
+/// The `limit` of `/online/events`: 1 to `ceiling`, default
 /// [`DEFAULT_LIMIT`] (or the ceiling, if lower).
 fn parse_limit(uri: &axum::http::Uri, ceiling: u32) -> Result<usize, ApiError> {
-    let q: OnlineQuery = parse_query(uri)?;
-    let Some(raw) = q.limit else {
-        return Ok(DEFAULT_LIMIT.min(ceiling) as usize);
+    let q: LimitQuery = parse_query(uri)?;
+    limit_in(q.limit, 1, ceiling, DEFAULT_LIMIT.min(ceiling))
+}
+
+/// A `limit` from `low` to `high`, `default` when absent.
+fn limit_in(raw: Option<String>, low: u32, high: u32, default: u32) -> Result<usize, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(default as usize);
     };
     match raw.parse::<u32>() {
-        Ok(n) if (1..=ceiling).contains(&n) => Ok(n as usize),
+        Ok(n) if (low..=high).contains(&n) => Ok(n as usize),
         _ => Err(ApiError::bad_request(format!(
-            "limit must be a whole number from 1 to {ceiling}"
+            "limit must be a whole number from {low} to {high}"
         ))),
     }
+}
+
+/// The `limit` and `place` of `/online`: a place is 1 to
+/// [`MAX_PLACE_LEN`] bytes.
+fn parse_online(uri: &axum::http::Uri, ceiling: u32) -> Result<(usize, Option<String>), ApiError> {
+    let q: OnlineQuery = parse_query(uri)?;
+    let limit = limit_in(q.limit, 1, ceiling, DEFAULT_LIMIT.min(ceiling))?;
+    if let Some(place) = &q.place
+        && (place.is_empty() || place.len() > MAX_PLACE_LEN)
+    {
+        return Err(ApiError::bad_request(format!(
+            "place must be 1 to {MAX_PLACE_LEN} bytes"
+        )));
+    }
+    Ok((limit, q.place))
+}
+
+/// The query of `/online/places`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlacesQuery {
+    limit: Option<String>,
+}
+
+/// Most places one `/online/places` answer lists, and how many by default.
+const MAX_PLACES_LIMIT: u32 = 1_000;
+const DEFAULT_PLACES_LIMIT: u32 = 20;
+
+fn parse_places(uri: &axum::http::Uri) -> Result<usize, ApiError> {
+    let q: PlacesQuery = parse_query(uri)?;
+    limit_in(q.limit, 1, MAX_PLACES_LIMIT, DEFAULT_PLACES_LIMIT)
 }
 
 /// What the fragment's handlers share: the handle, and what was encoded from
@@ -109,8 +156,9 @@ fn route(method: MethodRouter<Fragment>) -> MethodRouter<Fragment> {
 }
 
 impl WhosOnline {
-    /// The router fragment: `GET /online`, `GET /stats` and
-    /// `GET /online/events` (and, with the `openapi` feature,
+    /// The router fragment: `GET /online` (`?place=P` for one place),
+    /// `GET /online/places`, `GET /stats` and `GET /online/events` (and, with
+    /// the `openapi` feature,
     /// `GET /openapi.json`). Merge or nest it into your app; it carries its own
     /// state, so it fits a router of any state type.
     ///
@@ -131,6 +179,7 @@ impl WhosOnline {
     {
         let router = axum::Router::new()
             .route("/online", route(get(json::online)))
+            .route("/online/places", route(get(json::places)))
             .route("/stats", route(get(json::stats)))
             .route("/online/events", route(get(events::online_events)));
         #[cfg(feature = "openapi")]

@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ErrorBody;
 use super::events::OnlineEvent;
-use super::json::{OnlineResponse, StatsResponse};
+use super::json::{OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -14,8 +14,21 @@ use super::json::{OnlineResponse, StatsResponse};
         title = "whos-online",
         description = "Who is online, and the all-time record."
     ),
-    paths(super::json::online, super::json::stats, super::events::online_events),
-    components(schemas(OnlineResponse, StatsResponse, OnlineEvent, crate::Record, ErrorBody))
+    paths(
+        super::json::online,
+        super::json::places,
+        super::json::stats,
+        super::events::online_events
+    ),
+    components(schemas(
+        OnlineResponse,
+        PlacesResponse,
+        PlaceEntry,
+        StatsResponse,
+        OnlineEvent,
+        crate::Record,
+        ErrorBody
+    ))
 )]
 struct ApiDoc;
 

@@ -241,6 +241,27 @@ end
 return other
 ";
 
+/// The member cap with places: keeps the ARGV[1] most recently seen of KEYS[1],
+/// and takes the members it drops out of their places (member ids are ARGV[2]
+/// followed by the member; KEYS[2] is the where hash, ARGV[3] the place key
+/// prefix). Returns how many were dropped.
+const TRIM_PLACED: &str = r"
+local keep = tonumber(ARGV[1])
+local gone = redis.call('ZRANGE', KEYS[1], 0, -keep - 1)
+for _, member in ipairs(gone) do
+  local id = ARGV[2] .. member
+  local place = redis.call('HGET', KEYS[2], id)
+  if place then
+    redis.call('ZREM', ARGV[3] .. place, id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+end
+if #gone > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
+end
+return #gone
+";
+
 /// Prunes the places: members last seen before ARGV[1] leave their place
 /// (each place's bands, then empty places and stale registry entries) and the
 /// where hash. KEYS: where, places, bot-places, then the users, hidden,
@@ -751,12 +772,12 @@ impl PresenceStore for RedisPresence {
             Placed,
         }
         let mut replies_wanted = Vec::new();
-        for (key, members, keyed) in [
-            (&self.users, &batch.users, false),
-            (&self.hidden, &batch.hidden_users, false),
-            (&self.visitors, &batch.visitors, true),
-            (&self.bots, &batch.bots, true),
-            (&self.bot_names, &batch.bot_names, false),
+        for (key, members, keyed, tag) in [
+            (&self.users, &batch.users, false, Some("u:")),
+            (&self.hidden, &batch.hidden_users, false, Some("u:")),
+            (&self.visitors, &batch.visitors, true, Some("v:")),
+            (&self.bots, &batch.bots, true, Some("b:")),
+            (&self.bot_names, &batch.bot_names, false, None),
         ] {
             if members.is_empty() {
                 continue;
@@ -794,7 +815,22 @@ impl PresenceStore for RedisPresence {
             if let Some(max) = self.max_members {
                 // Keep the `max` most recently seen: drop ranks 0 .. len-max-1.
                 let keep = i64::try_from(max).unwrap_or(i64::MAX);
-                pipe.cmd("ZREMRANGEBYRANK").arg(key).arg(0).arg(-keep - 1);
+                match (tag, self.max_places) {
+                    // Trimmed members leave their places too.
+                    (Some(tag), Some(_)) => {
+                        pipe.cmd("EVAL")
+                            .arg(TRIM_PLACED)
+                            .arg(2)
+                            .arg(key)
+                            .arg(&self.where_key)
+                            .arg(keep)
+                            .arg(tag)
+                            .arg(&self.place_prefix);
+                    }
+                    _ => {
+                        pipe.cmd("ZREMRANGEBYRANK").arg(key).arg(0).arg(-keep - 1);
+                    }
+                }
                 replies_wanted.push(Reply::Trim);
             }
             pipe.cmd("EXPIRE").arg(key).arg(self.set_ttl_secs).ignore();
