@@ -175,6 +175,13 @@ impl WhosOnline {
         Ok(self.view().online(limit))
     }
 
+    /// Who is where, for an admin page, from the [view](Self::view): see
+    /// [`View::who_is_where`]. Served over HTTP by
+    /// [`admin_router`](Self::admin_router), never by the public fragment.
+    pub fn who_is_where(&self, limit: usize) -> crate::WhoIsWhere {
+        self.view().who_is_where(limit)
+    }
+
     /// Who is at `place` ("users browsing this forum"), from the
     /// [view](Self::view): see [`View::online_in`]. As old as the view; no I/O.
     ///

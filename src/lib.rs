@@ -144,13 +144,14 @@ pub use record::{
 #[cfg(feature = "openapi")]
 pub use routes::openapi;
 pub use routes::{
-    ErrorBody, OnlineEvent, OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse,
+    DetailEntry, DetailResponse, ErrorBody, OnlineEvent, OnlineResponse, PlaceEntry,
+    PlacesResponse, StatsResponse,
 };
 #[cfg(feature = "tower-sessions")]
 pub use session::SessionUser;
 pub use signal::shutdown_signal;
 pub use ticker::TickReport;
-pub use view::View;
+pub use view::{View, Whereabouts, WhoIsWhere};
 pub use who::BotName;
 
 // Every ```rust block of the README compiles as a doctest (`cargo test`), so the

@@ -157,6 +157,54 @@ impl View {
         }
     }
 
+    /// Each listed user with when they were last seen and where, most recently
+    /// seen first (at most `limit`, among the view's
+    /// [`view_names`](crate::Builder::view_names)); and the bots by name, with
+    /// where they were (each name and place once, most recently seen first, at
+    /// most `limit`; without places, each name once). Hidden users never
+    /// appear; they are still in the counts. For an admin page: see
+    /// [`WhosOnline::admin_router`](crate::WhosOnline::admin_router).
+    pub fn who_is_where(&self, limit: usize) -> WhoIsWhere {
+        let users = self
+            .recent
+            .iter()
+            .enumerate()
+            .take(limit)
+            .map(|(i, (name, seen))| Whereabouts {
+                name: name.clone(),
+                last_seen: DateTime::from_timestamp(*seen, 0),
+                place: self.recent_places.get(i).cloned().flatten(),
+            })
+            .collect();
+        let bots = if self.bot_places.is_empty() {
+            self.bots
+                .iter()
+                .take(limit)
+                .map(|name| Whereabouts {
+                    name: name.clone(),
+                    last_seen: None,
+                    place: None,
+                })
+                .collect()
+        } else {
+            self.bot_places
+                .iter()
+                .take(limit)
+                .map(|(name, place, seen)| Whereabouts {
+                    name: name.clone(),
+                    last_seen: DateTime::from_timestamp(*seen, 0),
+                    place: Some(place.clone()),
+                })
+                .collect()
+        };
+        WhoIsWhere {
+            users,
+            bots,
+            counts: self.counts,
+            as_of: self.as_of,
+        }
+    }
+
     /// The place of the listed user `name` (its latest request that named
     /// one), if the view lists them.
     pub fn place_of(&self, name: &str) -> Option<&str> {
@@ -226,4 +274,29 @@ impl View {
                 .map(|(name, _)| name)
                 .eq(other.recent.iter().map(|(name, _)| name))
     }
+}
+
+/// Who is where, for admins: from [`View::who_is_where`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhoIsWhere {
+    /// Listed users, most recently seen first.
+    pub users: Vec<Whereabouts>,
+    /// Bots by name, most recently seen first.
+    pub bots: Vec<Whereabouts>,
+    /// Everyone within the window, by kind (hidden users included).
+    pub counts: Counts,
+    /// When the view was refreshed.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+/// One user or bot of [`WhoIsWhere`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whereabouts {
+    /// The user's name, or the bot's ([`BotName`](crate::BotName)).
+    pub name: String,
+    /// When they were last seen (`None` for a bot when places are off: the
+    /// view keeps only the bots' names then).
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Where: the place their latest request named, if any.
+    pub place: Option<String>,
 }

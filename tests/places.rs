@@ -268,8 +268,99 @@ async fn the_member_cap_trims_places_too(stack: Stack) {
     sums_stay_within_the_counts(&view);
 }
 
+/// Who is where, for admins: served by the admin fragment only, behind the
+/// host's own check; hidden users never named; bots by name and place.
+async fn who_is_where_for_admins(stack: Stack) {
+    use axum::{extract::Request, http::StatusCode, middleware::Next, response::Response};
+    async fn admins_only(req: Request, next: Next) -> Result<Response, StatusCode> {
+        match req.headers().get("x-role") {
+            Some(role) if role == "admin" => Ok(next.run(req).await),
+            _ => Err(StatusCode::FORBIDDEN),
+        }
+    }
+    let site = Site::with(stack, with_places).await;
+    let app = forum(&site).merge(site.whos.router()).nest(
+        "/admin",
+        site.whos
+            .admin_router()
+            .route_layer(axum::middleware::from_fn(admins_only)),
+    );
+    get_as(&app, "/forum/1", "10.7.0.1", Some("alice"), None).await;
+    site.settle().await; // a write stamps its members with its own time
+    site.clock.advance_secs(5);
+    get_as(&app, "/topic/1", "10.7.0.2", Some("carol"), None).await;
+    let mut hidden = request_from("10.7.0.3", "/forum/2");
+    hidden
+        .headers_mut()
+        .insert("x-user", "ghost".parse().unwrap());
+    hidden
+        .headers_mut()
+        .insert("x-hidden", "1".parse().unwrap());
+    app.clone().oneshot(hidden).await.unwrap();
+    get_as(&app, "/topic/4", "10.7.0.4", None, Some(GOOGLEBOT)).await;
+    site.settle().await;
+
+    let w = site.whos.who_is_where(10);
+    let users: Vec<(&str, Option<&str>)> = w
+        .users
+        .iter()
+        .map(|u| (u.name.as_str(), u.place.as_deref()))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("carol", Some("/topic/{id}")),
+            ("alice", Some("/forum/{id}"))
+        ]
+    );
+    assert_eq!(
+        w.users[1].last_seen.unwrap().timestamp() + 5,
+        w.users[0].last_seen.unwrap().timestamp()
+    );
+    assert_eq!(w.counts.users, 3, "the hidden user is counted, never named");
+    assert_eq!(w.bots.len(), 1);
+    assert_eq!(
+        (w.bots[0].name.as_str(), w.bots[0].place.as_deref()),
+        ("Googlebot", Some("/topic/{id}"))
+    );
+
+    let send = |uri: &str, admin: bool| {
+        let mut req = request_from("127.0.0.1", uri);
+        if admin {
+            req.headers_mut().insert("x-role", "admin".parse().unwrap());
+        }
+        app.clone().oneshot(req)
+    };
+    assert_eq!(
+        send("/admin/online/detail", false).await.unwrap().status(),
+        403
+    );
+    assert_eq!(
+        send("/online/detail", true).await.unwrap().status(),
+        404,
+        "not public"
+    );
+    let res = send("/admin/online/detail?limit=1", true).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store, private");
+    let body = common::json(res).await;
+    assert_eq!(body["users"].as_array().unwrap().len(), 1);
+    assert_eq!(body["users"][0]["name"], "carol");
+    assert_eq!(body["users"][0]["place"], "/topic/{id}");
+    assert!(body["users"][0]["last_seen"].is_string());
+    assert_eq!(body["bots"][0]["name"], "Googlebot");
+    assert_eq!(
+        (body["user_count"].as_u64(), body["hidden_count"].as_u64()),
+        (Some(3), Some(1))
+    );
+    assert!(!body.to_string().contains("ghost"));
+    let res = send("/admin/online/detail?limit=0", true).await.unwrap();
+    assert_eq!(res.status(), 400);
+}
+
 on_both_stacks!(
     places_over_http,
+    who_is_where_for_admins,
     the_member_cap_trims_places_too,
     members_are_counted_where_they_are,
     places_beyond_the_cap_are_other,

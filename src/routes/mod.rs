@@ -6,8 +6,11 @@
 //! * `json.rs`: `/online` and `/stats`, with their bodies encoded once per
 //!   refresh, strong `ETag`s and `304 Not Modified`.
 //! * `events.rs`: the server-sent event stream of changes.
+//! * `admin.rs`: `GET /online/detail`, who is where, in a fragment of its own
+//!   for the host to mount behind its authorisation.
 //! * `openapi.rs`: the OpenAPI document (feature `openapi`).
 
+mod admin;
 mod events;
 mod json;
 #[cfg(feature = "openapi")]
@@ -21,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use serde::{Deserialize, Serialize};
 
+pub use self::admin::{DetailEntry, DetailResponse};
 pub use self::events::OnlineEvent;
 pub use self::json::{OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse};
 #[cfg(feature = "openapi")]
@@ -151,7 +155,7 @@ async fn method_not_allowed() -> ApiError {
     ApiError(StatusCode::METHOD_NOT_ALLOWED, "only GET is allowed".into())
 }
 
-fn route(method: MethodRouter<Fragment>) -> MethodRouter<Fragment> {
+fn route<S: Clone + Send + Sync + 'static>(method: MethodRouter<S>) -> MethodRouter<S> {
     method.fallback(method_not_allowed)
 }
 

@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::ErrorBody;
+use super::admin::{DetailEntry, DetailResponse};
 use super::events::OnlineEvent;
 use super::json::{OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse};
 
@@ -18,12 +19,15 @@ use super::json::{OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse};
         super::json::online,
         super::json::places,
         super::json::stats,
-        super::events::online_events
+        super::events::online_events,
+        super::admin::detail
     ),
     components(schemas(
         OnlineResponse,
         PlacesResponse,
         PlaceEntry,
+        DetailResponse,
+        DetailEntry,
         StatsResponse,
         OnlineEvent,
         crate::Record,
