@@ -146,7 +146,8 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
         .window(config.window)
         .tick_interval(config.tick_interval)
         .prefix(&config.prefix)
-        .client_ip_source(config.client_ip_source);
+        .client_ip_source(config.client_ip_source)
+        .places(demo_place);
     if let Some(secret) = &config.visitor_secret {
         builder = builder.visitor_secret(secret.as_bytes());
     }
@@ -190,10 +191,15 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
 
     // Plain http on localhost, so the cookie cannot be `Secure`.
     let sessions = SessionManagerLayer::new(MemoryStore::default()).with_secure(false);
+    let admin = whos
+        .admin_router()
+        .route_layer(axum::middleware::from_fn(admins_only));
     let routes = Router::new()
         .route("/", get(page))
+        .route("/forum/{id}", get(forum))
         .route("/login", post(login))
-        .route("/logout", post(logout));
+        .route("/logout", post(logout))
+        .nest("/admin", admin);
     #[cfg(feature = "prometheus")]
     let routes = routes.route("/metrics", get(prometheus::metrics));
     let router = routes
@@ -203,6 +209,121 @@ pub async fn app(config: &DemoConfig) -> Result<(Router, WhosOnline), Box<dyn st
         .layer(whos.layer())
         .layer(sessions);
     Ok((router, whos))
+}
+
+/// Where a request is: each forum by its path (`/forum/3`), other pages by
+/// their route template (axum's `MatchedPath`). The JSON routes, the live
+/// stream and the admin fragment move nobody: a page polling them stays where
+/// it is.
+pub fn demo_place(req: &axum::http::request::Parts) -> Option<String> {
+    let path = req.uri.path();
+    let quiet = ["/online", "/stats", "/openapi.json", "/admin", "/metrics"];
+    if quiet
+        .iter()
+        .any(|q| path == *q || path.strip_prefix(q).is_some_and(|r| r.starts_with('/')))
+    {
+        return None;
+    }
+    let template = axum_whos_online::place_by_matched_path(req)?;
+    if template == "/forum/{id}" {
+        Some(path.to_owned())
+    } else {
+        Some(template)
+    }
+}
+
+/// Lets only the logged-in user named `admin` through; anyone else gets a
+/// JSON 403. How a host puts `admin_router()` behind its own authorisation.
+async fn admins_only(
+    session: Session,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let user = session.get::<String>(USERNAME_KEY).await.ok().flatten();
+    if user.as_deref() == Some("admin") {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({"error": "only the user named admin may see this"})),
+        )
+            .into_response()
+    }
+}
+
+/// Longest forum id the demo serves, in bytes.
+const MAX_FORUM_ID: usize = 32;
+
+/// `GET /forum/{id}` (any id): a forum page saying who is browsing it, beside
+/// the site-wide footer; both from the view.
+async fn forum(
+    State(whos): State<WhosOnline>,
+    session: Session,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if id.len() > MAX_FORUM_ID || id.chars().any(char::is_control) {
+        return message_page(StatusCode::NOT_FOUND, "No such forum.");
+    }
+    let user = session.get::<String>(USERNAME_KEY).await.ok().flatten();
+    let view = whos.view();
+    let place = format!("/forum/{id}");
+    let mut body = format!(
+        "<main>\n<h1>Forum {}</h1>\n<p id=\"browsing\">{}</p>\n\
+         <p>Other forums: <a href=\"/forum/1\">1</a>, <a href=\"/forum/2\">2</a>, \
+         <a href=\"/forum/3\">3</a>. <a href=\"/\">Home</a>.</p>\n",
+        escape_html(&id),
+        browsing_line(&view.online_in(&place, FOOTER_NAMES)),
+    );
+    if let Some(name) = &user {
+        let _ = writeln!(
+            body,
+            "<p>Logged in as <strong>{}</strong>.</p>",
+            escape_html(name)
+        );
+    }
+    body.push_str("</main>\n");
+    body.push_str(&render_footer(&view));
+    body.push_str(LIVE_SCRIPT);
+    let _ = writeln!(
+        body,
+        "<script>window.whosOnlinePlace = {};</script>",
+        serde_json::to_string(&place)
+            .unwrap_or_default()
+            .replace('<', "\\u003c")
+    );
+    Html(layout(
+        &format!("Forum {} - whos-online demo", escape_html(&id)),
+        &body,
+    ))
+    .into_response()
+}
+
+/// "Browsing this forum: alice, bob and 3 guests", as phpBB words it.
+fn browsing_line(here: &axum_whos_online::Online) -> String {
+    let names: Vec<String> = here.users.iter().map(|n| escape_html(n)).collect();
+    let mut line = String::from("Browsing this forum: ");
+    if names.is_empty() && here.user_count == 0 {
+        line.push_str("no users");
+    } else if names.is_empty() {
+        let _ = write!(line, "{} hidden users", here.user_count);
+    } else {
+        line.push_str(&user_list(&names, here.user_count));
+    }
+    let guests = here.visitor_count;
+    let _ = write!(
+        line,
+        " and {guests} guest{}",
+        if guests == 1 { "" } else { "s" }
+    );
+    if here.bot_count > 0 {
+        let _ = write!(
+            line,
+            " ({} bot{})",
+            here.bot_count,
+            if here.bot_count == 1 { "" } else { "s" }
+        );
+    }
+    line
 }
 
 /// `GET /`: the page with the who's-online footer, rendered from the view:
@@ -332,6 +453,12 @@ fn render_page(user: Option<&str>, view: &View) -> String {
         }
     }
     body.push_str(
+        "<p>Forums: <a href=\"/forum/1\">1</a>, <a href=\"/forum/2\">2</a>, \
+         <a href=\"/forum/3\">3</a> (each says who is browsing it). As the user \
+         <code>admin</code>, <a href=\"/admin/online/detail\"><code>/admin/online/detail</code></a> \
+         lists who is where.</p>\n",
+    );
+    body.push_str(
         "<p>Open this page in another browser to be counted as a visitor: the footer \
          updates by itself. The same data as JSON: <a href=\"/online\"><code>/online</code></a>, \
          <a href=\"/stats\"><code>/stats</code></a>, and live: \
@@ -420,6 +547,17 @@ const LIVE_SCRIPT: &str = r#"<script>
   const record = (what, n, date) => date
     ? "Most " + what + " ever online was " + n + " on " + day(date)
     : "Most " + what + " ever online: no record yet";
+  const browsing = (h) => {
+    let names = h.users.length ? h.users.join(", ")
+      : h.user_count ? h.user_count + " hidden users" : "no users";
+    if (h.user_count > h.users.length && h.users.length > 0) {
+      names += " and " + (h.user_count - h.users.length) + " more";
+    }
+    let line = "Browsing this forum: " + names + " and " + h.visitor_count +
+      " guest" + (h.visitor_count === 1 ? "" : "s");
+    if (h.bot_count > 0) line += " (" + h.bot_count + " bot" + (h.bot_count === 1 ? "" : "s") + ")";
+    return line;
+  };
   const source = new EventSource("/online/events?limit=100");
   source.addEventListener("open", () => { $("live").textContent = "Live updates: on."; });
   source.addEventListener("error", () => { $("live").textContent = "Live updates: reconnecting."; });
@@ -435,6 +573,12 @@ const LIVE_SCRIPT: &str = r#"<script>
     $("bot-count").textContent = o.bot_count;
     $("bot-list").textContent = o.bots.length ? o.bots.join(", ") : "none";
     $("as-of").textContent = o.as_of ? "as of " + time(o.as_of) : "not counted yet";
+    if (window.whosOnlinePlace) {
+      fetch("/online?limit=100&place=" + encodeURIComponent(window.whosOnlinePlace))
+        .then((r) => r.json())
+        .then((h) => { $("browsing").textContent = browsing(h); })
+        .catch(() => {});
+    }
   });
   source.addEventListener("stats", (e) => {
     const r = JSON.parse(e.data);

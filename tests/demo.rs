@@ -356,7 +356,88 @@ async fn record_after_tick(stack: Stack) {
     demo.whos.shutdown().await.unwrap();
 }
 
-on_both_stacks!(login_flow, names_are_escaped, record_after_tick);
+/// Forum pages say who is browsing that forum (the demo's place hook: each
+/// forum by its path, other pages by route template; the JSON routes move
+/// nobody), and the admin fragment answers only the user named `admin`.
+async fn forum_pages_and_the_admin_detail(stack: Stack) {
+    let demo = Demo::start(stack).await;
+    let alice = demo.login(ALICE_IP, "alice").await;
+    for (ip, uri, cookie) in [
+        (ALICE_IP, "/forum/1", Some(alice.as_str())),
+        ("10.0.0.5", "/forum/1", None),
+        ("10.0.0.6", "/forum/2", None),
+    ] {
+        assert_eq!(demo.get(ip, uri, cookie).await.status(), StatusCode::OK);
+    }
+    // Reading the JSON does not move alice out of the forum.
+    demo.json(ALICE_IP, "/online", Some(&alice)).await;
+    let mut here = Online::default();
+    for _ in 0..200 {
+        demo.whos.flush().await.unwrap();
+        demo.whos.refresh_now().await.unwrap();
+        here = demo.whos.online_in("/forum/1", 10);
+        if here.user_count == 1 && here.visitor_count == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(here.users, ["alice"]);
+    assert_eq!((here.user_count, here.visitor_count), (1, 1));
+
+    let page = text(demo.get("10.0.0.7", "/forum/1", None).await).await;
+    assert!(page.contains("<h1>Forum 1</h1>"), "{page}");
+    assert!(
+        page.contains("<p id=\"browsing\">Browsing this forum: alice and 1 guest</p>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("id=\"user-list\">alice</span>"),
+        "the site footer too: {page}"
+    );
+    let page = text(demo.get("10.0.0.7", "/forum/2", None).await).await;
+    assert!(
+        page.contains("Browsing this forum: no users and 1 guest"),
+        "{page}"
+    );
+    let online = demo
+        .json("10.0.0.7", "/online?place=%2Fforum%2F1", None)
+        .await;
+    assert_eq!(online["users"], serde_json::json!(["alice"]));
+    let res = demo
+        .get("10.0.0.7", &format!("/forum/{}", "x".repeat(33)), None)
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let page = text(demo.get("10.0.0.7", "/forum/%3Cb%3E", None).await).await;
+    assert!(page.contains("<h1>Forum &lt;b&gt;</h1>"), "{page}");
+
+    // The admin fragment: nobody, alice: 403 JSON; admin: who is where.
+    for cookie in [None, Some(alice.as_str())] {
+        let res = demo.get(ALICE_IP, "/admin/online/detail", cookie).await;
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+        assert!(common::json(res).await["error"].is_string());
+    }
+    let admin = demo.login("10.0.0.9", "admin").await;
+    let detail = demo
+        .json("10.0.0.9", "/admin/online/detail", Some(&admin))
+        .await;
+    let alice_entry = detail["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "alice")
+        .cloned()
+        .unwrap_or_else(|| panic!("alice in {detail}"));
+    assert_eq!(alice_entry["place"], "/forum/1");
+    assert!(alice_entry["last_seen"].is_string());
+    demo.whos.shutdown().await.unwrap();
+}
+
+on_both_stacks!(
+    login_flow,
+    names_are_escaped,
+    record_after_tick,
+    forum_pages_and_the_admin_detail
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_logins_are_refused() {
