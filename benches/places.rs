@@ -10,7 +10,7 @@
 //! As in `benches/ticker.rs`, members are visitors with 24-hex-digit pseudonyms,
 //! last seen evenly over the last 16 minutes, so a tick with the 15-minute window
 //! prunes 1/16 of them; member i is at place i mod P, written the way the
-//! store's scripts write it (a sorted set per place, the where hash, the place
+//! store's scripts write it (the where hash, the place counts, the place
 //! registry). The keys are deleted afterwards. REDIS_URL, default
 //! redis://127.0.0.1:6379.
 
@@ -23,9 +23,6 @@ const WINDOW: i64 = 900;
 const SPREAD: i64 = 960;
 const ROUNDS: usize = 5;
 const CHUNK: usize = 10_000;
-/// A visitor's band in a place's sorted set.
-const VISITOR_BAND: i64 = 2 << 32;
-
 fn pseudonym(i: u64) -> String {
     let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let b = (i ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -37,7 +34,7 @@ fn place(i: u64, places: u64) -> String {
 }
 
 /// Writes members `ids` as the store would: the visitors set, and (with
-/// places) each member's place set, the where hash and the registry.
+/// places) the where hash, the place counts and the registry.
 async fn fill(
     conn: &mut deadpool_redis::Connection,
     prefix: &str,
@@ -55,13 +52,14 @@ async fn fill(
         if let Some(p) = places {
             let hset = pipe.cmd("HSET").arg(format!("{{{prefix}}}:where"));
             for &i in chunk {
-                hset.arg(format!("v:{}", pseudonym(i))).arg(place(i, p));
+                hset.arg(format!("v:{}", pseudonym(i)))
+                    .arg(format!("v|{}", place(i, p)));
             }
             for &i in chunk {
-                pipe.cmd("ZADD")
-                    .arg(format!("{{{prefix}}}:place:{}", place(i, p)))
-                    .arg(VISITOR_BAND + seen(i))
-                    .arg(format!("v:{}", pseudonym(i)))
+                pipe.cmd("HINCRBY")
+                    .arg(format!("{{{prefix}}}:place-counts"))
+                    .arg(format!("v|{}", place(i, p)))
+                    .arg(1)
                     .ignore();
                 pipe.cmd("ZADD")
                     .arg(format!("{{{prefix}}}:places"))
@@ -133,7 +131,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .copied()
         .filter(|i| now - (*i as i64 % SPREAD) < cutoff)
         .collect();
-    println!("{n} members over {p} places, {} expire per tick", expiring.len());
+    println!(
+        "{n} members over {p} places, {} expire per tick",
+        expiring.len()
+    );
     println!(
         "{:>8} {:>10} {:>15} {:>15} {:>13}",
         "places", "fill s", "prune tick ms", "count tick ms", "refresh ms"

@@ -172,9 +172,20 @@ impl Refresher {
                 let mut places: Vec<PlaceCount> = seen
                     .places
                     .into_iter()
-                    .map(|p| PlaceCount {
-                        counts: self.hidden_users.counts(p.counts),
-                        place: p.place,
+                    .map(|p| {
+                        // A store may count a place's leavers until it prunes
+                        // them: never more than the site.
+                        let site = seen.counts;
+                        let c = Counts {
+                            users: p.counts.users.min(site.users),
+                            hidden: p.counts.hidden.min(site.hidden),
+                            visitors: p.counts.visitors.min(site.visitors),
+                            bots: p.counts.bots.min(site.bots),
+                        };
+                        PlaceCount {
+                            counts: self.hidden_users.counts(c),
+                            place: p.place,
+                        }
                     })
                     .collect();
                 places.sort_unstable_by(|a, b| {

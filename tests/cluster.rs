@@ -108,7 +108,7 @@ async fn two_instances_on_a_three_master_cluster() {
         "tick-lease",
         "where",
         "places",
-        "place:/",
+        "place-counts",
     ]
     .map(|k| format!("{{{prefix}}}:{k}"));
     let slot = cluster.nodes[0].cli(&["CLUSTER", "KEYSLOT", &keys[0]]);

@@ -157,166 +157,168 @@ return 1
 /// around midnight and for retiring the day's pseudonyms the next day.
 const SECRET_TTL_SECS: u64 = 2 * 24 * 3600;
 
+/// Lua: takes the member `id` out of its place's count and the where hash. The
+/// count of a place and kind goes when it reaches zero.
+macro_rules! unplace_lua {
+    () => {
+        r"
+local function unplace(where, counts, id)
+  local old = redis.call('HGET', where, id)
+  if old then
+    if redis.call('HINCRBY', counts, old, -1) <= 0 then
+      redis.call('HDEL', counts, old)
+    end
+    redis.call('HDEL', where, id)
+  end
+end
+"
+    };
+}
+
 /// Claims the day's visitor secret: stores the candidate (ARGV[1]) when none is
 /// held, and returns the secret held afterwards. A candidate stored where the
 /// day's members already sit means the secret that keyed them is gone: members
 /// seen since the day's start (ARGV[3]) can never be matched again, so they are
-/// removed (and written again at their next request) instead of counting twice.
-/// Returns `{secret, members removed}`.
-const CLAIM_SECRET: &str = r"
+/// removed (and written again at their next request) instead of counting twice,
+/// and taken out of their places when KEYS[4] and KEYS[5] (the where hash and
+/// the place counts) are given. Returns `{secret, members removed}`.
+const CLAIM_SECRET: &str = concat!(
+    unplace_lua!(),
+    r"
 local held = redis.call('GET', KEYS[1])
 if held then
   return {held, 0}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if #KEYS == 5 then
+  for k, tag in ipairs({'v:', 'b:'}) do
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[k + 1], ARGV[3], '+inf', 'BYSCORE')) do
+      unplace(KEYS[4], KEYS[5], tag .. member)
+    end
+  end
+end
 local removed = redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[3], '+inf')
   + redis.call('ZREMRANGEBYSCORE', KEYS[3], ARGV[3], '+inf')
 return {ARGV[1], removed}
-";
+"
+);
 
 /// Puts a write's placed members at their places, and takes members out of
-/// theirs. KEYS: where, places, bot-places, then the users, hidden, visitors
-/// and bots sets. ARGV: at, max places, the place key prefix, the keys' TTL,
-/// the name of the overflow place; then a count and that many
-/// `(kind, member, place)`; a count and that many `(bot name, place)`; a count
-/// and that many member ids to unplace. A member is placed only where this
-/// write is its latest (its score is `at`): a later write elsewhere wins.
-/// Returns how many went to the overflow place.
+/// theirs. KEYS: where, place counts, places, bot-places, then the users,
+/// hidden, visitors and bots sets. ARGV: at, max places, the keys' TTL, the
+/// name of the overflow place; then a count and that many `(kind, member,
+/// place)` (kind 0 listed user, 1 hidden user, 2 visitor, 3 bot); a count and
+/// that many `(bot name, place)`; a count and that many member ids to unplace.
 ///
-/// Scores in a place's sorted set are the member's kind (0 listed user, 1
-/// hidden user, 2 visitor, 3 bot) times 2^32, plus its last-seen time, so that
-/// one `ZCOUNT` per kind counts a place.
-const PLACE: &str = r"
+/// The where hash maps a member id (`u:name`, `v:member`, `b:member`) to
+/// `kind|place` (kind `u`, `h`, `v` or `b`); the place counts map `kind|place`
+/// to how many members are there. A member is placed only where this write is
+/// its latest (its score is `at`): a later write elsewhere wins. Returns how
+/// many went to the overflow place.
+const PLACE: &str = concat!(
+    unplace_lua!(),
+    r"
 local at = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
-local pfx = ARGV[3]
-local ttl = ARGV[4]
-local sets = {KEYS[4], KEYS[5], KEYS[6], KEYS[7]}
+local ttl = ARGV[3]
+local sets = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
 local tags = {'u:', 'u:', 'v:', 'b:'}
-local band = 4294967296
+local kinds = {'u|', 'h|', 'v|', 'b|'}
 local other = 0
-local i = 7
-for _ = 1, tonumber(ARGV[6]) do
-  local kind = tonumber(ARGV[i])
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  local kind = tonumber(ARGV[i]) + 1
   local member = ARGV[i + 1]
   local place = ARGV[i + 2]
   i = i + 3
-  local seen = redis.call('ZSCORE', sets[kind + 1], member)
+  local seen = redis.call('ZSCORE', sets[kind], member)
   if seen and tonumber(seen) == at then
-    if not redis.call('ZSCORE', KEYS[2], place) and redis.call('ZCARD', KEYS[2]) >= max then
-      place = ARGV[5]
+    if not redis.call('ZSCORE', KEYS[3], place) and redis.call('ZCARD', KEYS[3]) >= max then
+      place = ARGV[4]
       other = other + 1
     end
-    local id = tags[kind + 1] .. member
+    local id = tags[kind] .. member
+    local new = kinds[kind] .. place
     local old = redis.call('HGET', KEYS[1], id)
-    if old and old ~= place then
-      redis.call('ZREM', pfx .. old, id)
+    if old ~= new then
+      if old then
+        unplace(KEYS[1], KEYS[2], id)
+      end
+      redis.call('HINCRBY', KEYS[2], new, 1)
+      redis.call('HSET', KEYS[1], id, new)
     end
-    redis.call('ZADD', pfx .. place, kind * band + at, id)
-    redis.call('EXPIRE', pfx .. place, ttl)
-    redis.call('HSET', KEYS[1], id, place)
-    redis.call('ZADD', KEYS[2], 'GT', at, place)
+    redis.call('ZADD', KEYS[3], 'GT', at, place)
   end
 end
 local pairs_count = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, pairs_count do
-  redis.call('ZADD', KEYS[3], 'GT', at, ARGV[i] .. '\n' .. ARGV[i + 1])
+  redis.call('ZADD', KEYS[4], 'GT', at, ARGV[i] .. '\n' .. ARGV[i + 1])
   i = i + 2
 end
 local gone = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, gone do
-  local id = ARGV[i]
+  unplace(KEYS[1], KEYS[2], ARGV[i])
   i = i + 1
-  local old = redis.call('HGET', KEYS[1], id)
-  if old then
-    redis.call('ZREM', pfx .. old, id)
-    redis.call('HDEL', KEYS[1], id)
-  end
 end
-for k = 1, 3 do
+for k = 1, 4 do
   redis.call('EXPIRE', KEYS[k], ttl)
 end
 return other
-";
+"
+);
 
 /// The member cap with places: keeps the ARGV[1] most recently seen of KEYS[1],
 /// and takes the members it drops out of their places (member ids are ARGV[2]
-/// followed by the member; KEYS[2] is the where hash, ARGV[3] the place key
-/// prefix). Returns how many were dropped.
-const TRIM_PLACED: &str = r"
+/// followed by the member; KEYS[2] and KEYS[3] are the where hash and the place
+/// counts). Returns how many were dropped.
+const TRIM_PLACED: &str = concat!(
+    unplace_lua!(),
+    r"
 local keep = tonumber(ARGV[1])
 local gone = redis.call('ZRANGE', KEYS[1], 0, -keep - 1)
 for _, member in ipairs(gone) do
-  local id = ARGV[2] .. member
-  local place = redis.call('HGET', KEYS[2], id)
-  if place then
-    redis.call('ZREM', ARGV[3] .. place, id)
-    redis.call('HDEL', KEYS[2], id)
-  end
+  unplace(KEYS[2], KEYS[3], ARGV[2] .. member)
 end
 if #gone > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
 end
 return #gone
-";
+"
+);
 
-/// Prunes the places: members last seen before ARGV[1] leave their place
-/// (each place's bands, then empty places and stale registry entries) and the
-/// where hash. KEYS: where, places, bot-places, then the users, hidden,
-/// visitors and bots sets (read before the sets are pruned). ARGV[2]: the place
-/// key prefix.
-const PRUNE_PLACES: &str = r"
-local cutoff = tonumber(ARGV[1])
-local pfx = ARGV[2]
-local band = 4294967296
+/// Prunes the places, in steps that each hold Redis briefly: takes out of their
+/// places (counts and where hash) and out of their sets up to ARGV[2] of the
+/// members last seen before ARGV[1], the least recently seen first, and returns
+/// how many; called again until it returns fewer. KEYS: where, place counts,
+/// then the users, hidden, visitors and bots sets.
+const PRUNE_PLACED: &str = concat!(
+    unplace_lua!(),
+    r"
+local below = '(' .. ARGV[1]
+local left = tonumber(ARGV[2])
 local tags = {'u:', 'u:', 'v:', 'b:'}
-for k = 4, 7 do
-  local gone = redis.call('ZRANGE', KEYS[k], '-inf', '(' .. cutoff, 'BYSCORE')
+local done = 0
+for k = 3, 6 do
+  if left <= 0 then break end
+  local gone = redis.call('ZRANGE', KEYS[k], '-inf', below, 'BYSCORE', 'LIMIT', 0, left)
   for _, member in ipairs(gone) do
-    redis.call('HDEL', KEYS[1], tags[k - 3] .. member)
+    unplace(KEYS[1], KEYS[2], tags[k - 2] .. member)
   end
+  if #gone > 0 then
+    -- The least recently seen are the lowest ranks.
+    redis.call('ZREMRANGEBYRANK', KEYS[k], 0, #gone - 1)
+  end
+  left = left - #gone
+  done = done + #gone
 end
-for _, place in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local key = pfx .. place
-  for kind = 0, 3 do
-    redis.call('ZREMRANGEBYSCORE', key, kind * band, '(' .. (kind * band + cutoff))
-  end
-  if redis.call('ZCARD', key) == 0 then
-    redis.call('DEL', key)
-    redis.call('ZREM', KEYS[2], place)
-  end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. cutoff)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. cutoff)
-return 0
-";
+return done
+"
+);
 
-/// Counts each place's members seen at or after ARGV[1]: a flat list of
-/// `place, users, hidden, visitors, bots` for every place with any. KEYS[1]:
-/// the places registry; ARGV[2]: the place key prefix.
-const COUNT_PLACES: &str = r"
-local cutoff = tonumber(ARGV[1])
-local pfx = ARGV[2]
-local band = 4294967296
-local out = {}
-for _, place in ipairs(redis.call('ZRANGE', KEYS[1], cutoff, '+inf', 'BYSCORE')) do
-  local key = pfx .. place
-  local counts = {}
-  local any = false
-  for kind = 0, 3 do
-    local n = redis.call('ZCOUNT', key, kind * band + cutoff, kind * band + band - 1)
-    counts[kind + 1] = n
-    if n > 0 then any = true end
-  end
-  if any then
-    out[#out + 1] = place
-    for kind = 1, 4 do out[#out + 1] = counts[kind] end
-  end
-end
-return out
-";
+/// Members [`PRUNE_PLACED`] handles per call: a few milliseconds of Redis.
+const PRUNE_STEP: usize = 2_000;
 
 /// `ZADD GT` of keyed members (ARGV[3..]) at ARGV[2] into KEYS[1], only while
 /// the day's secret (KEYS[2]) is the one they were derived from (ARGV[1]).
@@ -359,7 +361,7 @@ pub struct RedisPresence {
     /// Places are kept (at most this many distinct ones per window) only when
     /// set: without a place hook they cost nothing.
     max_places: Option<usize>,
-    place_prefix: String,
+    place_counts_key: String,
     where_key: String,
     places_key: String,
     bot_places_key: String,
@@ -409,7 +411,7 @@ impl RedisPresence {
             set_ttl_secs: 24 * 60 * 60,
             max_members: Some(DEFAULT_MAX_MEMBERS),
             max_places: None,
-            place_prefix: format!("{{{prefix}}}:place:"),
+            place_counts_key: format!("{{{prefix}}}:place-counts"),
             where_key: format!("{{{prefix}}}:where"),
             places_key: format!("{{{prefix}}}:places"),
             bot_places_key: format!("{{{prefix}}}:bot-places"),
@@ -450,12 +452,12 @@ impl RedisPresence {
     /// [`OTHER_PLACE`](crate::OTHER_PLACE). Off by default: a store without
     /// places spends nothing on them.
     ///
-    /// Keys: `{prefix}:place:<place>` (a sorted set per place: `u:name`,
-    /// `v:member` or `b:member` to a band per kind plus the last-seen time),
-    /// `{prefix}:where` (hash: member to its place), `{prefix}:places` (sorted
-    /// set: place to when a member was last placed there) and
-    /// `{prefix}:bot-places` (`name\nplace` to last seen). All in the one
-    /// hash slot of `{prefix}`.
+    /// Keys: `{prefix}:where` (hash: member id, `u:name`, `v:member` or
+    /// `b:member`, to `kind|place`), `{prefix}:place-counts` (hash:
+    /// `kind|place` to how many members are there), `{prefix}:places` (sorted
+    /// set: place to when a member was last placed there, the registry that
+    /// `max` caps) and `{prefix}:bot-places` (`name\nplace` to last seen). All
+    /// in the one hash slot of `{prefix}`.
     pub fn with_max_places(mut self, max: usize) -> Self {
         self.max_places = Some(max.max(1));
         self
@@ -604,12 +606,7 @@ impl RedisPresence {
         snapshot: &mut Snapshot,
     ) -> Result<()> {
         let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(COUNT_PLACES)
-            .arg(1)
-            .arg(&self.places_key)
-            .arg(cutoff)
-            .arg(&self.place_prefix);
+        pipe.cmd("HGETALL").arg(&self.place_counts_key);
         let ids: Vec<String> = snapshot
             .recent
             .iter()
@@ -635,31 +632,41 @@ impl RedisPresence {
                 .next()
                 .ok_or_else(|| corrupt_write("a places reply is missing".into()))
         };
-        let flat: Vec<redis::Value> = parse(next()?)?;
-        let mut flat = flat.into_iter();
-        while let Some(place) = flat.next() {
-            let mut count = || -> Result<u64> {
-                parse(
-                    flat.next()
-                        .ok_or_else(|| corrupt_write("a place count is missing".into()))?,
-                )
+        let counts: HashMap<String, i64> = parse(next()?)?;
+        let mut at: HashMap<&str, Counts> = HashMap::new();
+        for (field, n) in &counts {
+            let Some((kind, place)) = field.split_once('|') else {
+                continue;
             };
-            let (users, hidden, visitors, bots) = (count()?, count()?, count()?, count()?);
-            snapshot.places.push(PlaceCount {
-                place: parse(place)?,
-                counts: Counts {
-                    users: users + hidden,
-                    hidden,
-                    visitors,
-                    bots,
-                },
-            });
+            let n = u64::try_from(*n).unwrap_or(0);
+            let c = at.entry(place).or_default();
+            match kind {
+                "u" => c.users += n,
+                "h" => {
+                    c.users += n;
+                    c.hidden += n;
+                }
+                "v" => c.visitors += n,
+                "b" => c.bots += n,
+                _ => {}
+            }
         }
+        snapshot.places = at
+            .into_iter()
+            .filter(|(_, c)| *c != Counts::default())
+            .map(|(place, counts)| PlaceCount {
+                place: place.to_owned(),
+                counts,
+            })
+            .collect();
         if !ids.is_empty() {
-            // A user's place is valid where its band says listed; the hash
-            // may be a moment newer than the range read before it, which is
-            // harmless (a move just made).
-            snapshot.recent_places = parse(next()?)?;
+            // `kind|place`; the hash may be a moment newer than the range
+            // read before it, which is harmless (a move just made).
+            let places: Vec<Option<String>> = parse(next()?)?;
+            snapshot.recent_places = places
+                .into_iter()
+                .map(|p| p.and_then(|p| p.split_once('|').map(|(_, place)| place.to_owned())))
+                .collect();
         }
         let bot_places: Vec<(String, i64)> = parse(next()?)?;
         snapshot.bot_places = bot_places
@@ -755,13 +762,21 @@ impl PresenceStore for RedisPresence {
             .as_ref()
             .map(|k| format!("{}:{}", self.secret_prefix, k.day));
         if let (Some(key), Some(secret_key)) = (&batch.keyed_by, &secret_key) {
-            pipe.cmd("EVAL")
-                .arg(CLAIM_SECRET)
-                .arg(3)
-                .arg(secret_key)
-                .arg(&self.visitors)
-                .arg(&self.bots)
-                .arg(&key.candidate)
+            let cmd = pipe.cmd("EVAL").arg(CLAIM_SECRET);
+            if self.max_places.is_some() {
+                cmd.arg(5)
+                    .arg(secret_key)
+                    .arg(&self.visitors)
+                    .arg(&self.bots)
+                    .arg(&self.where_key)
+                    .arg(&self.place_counts_key);
+            } else {
+                cmd.arg(3)
+                    .arg(secret_key)
+                    .arg(&self.visitors)
+                    .arg(&self.bots);
+            }
+            cmd.arg(&key.candidate)
                 .arg(SECRET_TTL_SECS)
                 .arg(key.day_start);
         }
@@ -820,12 +835,12 @@ impl PresenceStore for RedisPresence {
                     (Some(tag), Some(_)) => {
                         pipe.cmd("EVAL")
                             .arg(TRIM_PLACED)
-                            .arg(2)
+                            .arg(3)
                             .arg(key)
                             .arg(&self.where_key)
+                            .arg(&self.place_counts_key)
                             .arg(keep)
-                            .arg(tag)
-                            .arg(&self.place_prefix);
+                            .arg(tag);
                     }
                     _ => {
                         pipe.cmd("ZREMRANGEBYRANK").arg(key).arg(0).arg(-keep - 1);
@@ -875,8 +890,9 @@ impl PresenceStore for RedisPresence {
                 let cmd = pipe
                     .cmd("EVAL")
                     .arg(PLACE)
-                    .arg(7)
+                    .arg(8)
                     .arg(&self.where_key)
+                    .arg(&self.place_counts_key)
                     .arg(&self.places_key)
                     .arg(&self.bot_places_key)
                     .arg(&self.users)
@@ -885,7 +901,6 @@ impl PresenceStore for RedisPresence {
                     .arg(&self.bots)
                     .arg(at)
                     .arg(max_places)
-                    .arg(&self.place_prefix)
                     .arg(self.set_ttl_secs)
                     .arg(OTHER_PLACE)
                     .arg(batch.places.len());
@@ -960,20 +975,35 @@ impl PresenceStore for RedisPresence {
         let keys = [&self.users, &self.hidden, &self.visitors, &self.bots];
         let mut pipe = redis::pipe();
         if self.max_places.is_some() {
-            // Before the sets are pruned: it reads who leaves them.
-            pipe.cmd("EVAL")
-                .arg(PRUNE_PLACES)
-                .arg(7)
-                .arg(&self.where_key)
-                .arg(&self.places_key)
-                .arg(&self.bot_places_key)
-                .arg(&self.users)
-                .arg(&self.hidden)
-                .arg(&self.visitors)
-                .arg(&self.bots)
-                .arg(cutoff)
-                .arg(&self.place_prefix)
-                .ignore();
+            // Leavers first leave their places, a step at a time.
+            loop {
+                let done: usize = self
+                    .timed(
+                        redis::cmd("EVAL")
+                            .arg(PRUNE_PLACED)
+                            .arg(6)
+                            .arg(&self.where_key)
+                            .arg(&self.place_counts_key)
+                            .arg(&self.users)
+                            .arg(&self.hidden)
+                            .arg(&self.visitors)
+                            .arg(&self.bots)
+                            .arg(cutoff)
+                            .arg(PRUNE_STEP)
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                if done < PRUNE_STEP {
+                    break;
+                }
+            }
+            for key in [&self.places_key, &self.bot_places_key] {
+                pipe.cmd("ZREMRANGEBYSCORE")
+                    .arg(key)
+                    .arg("-inf")
+                    .arg(&below)
+                    .ignore();
+            }
         }
         for key in keys.into_iter().chain([&self.bot_names]) {
             pipe.cmd("ZREMRANGEBYSCORE")
