@@ -43,8 +43,11 @@ usage: bench/compare.sh [options]
   --port P           server port (default $port)
   --modes "A B"      modes to run, of bare, noop, layer, layer-router, naive,
                      footer (layer + a page rendering the footer from the view),
-                     footer-reads (the same page reading Redis per request) and
-                     bare-footer (the same page from constants, no crate)
+                     footer-reads (the same page reading Redis per request),
+                     bare-footer (the same page from constants, no crate),
+                     routes (the layer on a router of 32 routes, added with
+                     Router::layer; each member requests a page of its own) and
+                     places (routes, with the MatchedPath place hook)
                      (default "$modes"; layer-router's Redis columns are
                      layer's, whose writes are the same)
   --private-redis P  start a throwaway redis-server on port P and use it (keeps
@@ -144,24 +147,26 @@ wait_port() {
   return 1
 }
 
-load() { # seconds
+load() { # seconds [routes]
   "${pin_load[@]}" wrk -t"$threads" -c"$conns" -d"${1}s" -s bench/load.lua \
-    "http://127.0.0.1:$port/" -- "$visitors" "$users"
+    "http://127.0.0.1:$port/" -- "$visitors" "$users" "${2:-0}"
 }
 
 # Runs one server under load; appends to $2:
 # mode rps p50_ms p99_ms redis_cmds_per_1k redis_usec_per_1k server_cpu_us_per_req errors
 run_one() { # mode results-file seconds
-  local mode=$1 file=$2 seconds=$3 prefix out line r0 r1 c0 c1
+  local mode=$1 file=$2 seconds=$3 prefix out line r0 r1 c0 c1 routes=0
+  # The router of 32 routes: each member on a page of its own.
+  case "$mode" in routes | places) routes=32 ;; esac
   prefix="whos_bench_$(date +%s)_$$_${mode}_$RANDOM"
   "${pin_server[@]}" "$bin" --mode "$mode" --bind "127.0.0.1:$port" --prefix "$prefix" \
     2>"$work/server.log" &
   server_pid=$!
   wait_port || { cat "$work/server.log" >&2; exit 1; }
-  load "$warmup" >/dev/null
+  load "$warmup" "$routes" >/dev/null
   r0=$(redis_totals)
   c0=$(cpu_ns "$server_pid")
-  out=$(load "$seconds")
+  out=$(load "$seconds" "$routes")
   c1=$(cpu_ns "$server_pid")
   r1=$(redis_totals)
   kill -TERM "$server_pid"
@@ -194,7 +199,7 @@ for round in $(seq "$rounds"); do
   echo "-- round $round"
   for mode in $modes; do run_one "$mode" "$results" "$duration"; done
 done
-redis_modes=$(tr ' ' '\n' <<<"$modes" | grep -E '^(layer|naive|footer|footer-reads)$' | tr '\n' ' ' || true)
+redis_modes=$(tr ' ' '\n' <<<"$modes" | grep -E '^(layer|naive|footer|footer-reads|routes|places)$' | tr '\n' ' ' || true)
 if [ -n "$redis_modes" ] && [ "$write_phase" -gt 0 ]; then
   echo "-- Redis commands in steady state: ${write_phase}s run each"
   for mode in $redis_modes; do

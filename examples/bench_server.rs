@@ -17,6 +17,10 @@
 //! * `footer`: `layer`, and a page handler that renders the forum footer (the
 //!   counts, the first five names, the record) from [`WhosOnline::view`] on
 //!   every request: no store call.
+//! * `routes`: the layer, added with `Router::layer`, on a router of 32 routes
+//!   (`/`, `/forum/{id}`, `/topic/{id}`, `/r3` ... `/r31`); `bench/load.lua`
+//!   sends each member to a page of its own in this mode.
+//! * `places`: `routes`, with the `MatchedPath` place hook: what places cost.
 //! * `bare-footer`: the same page rendered from constant data, without the
 //!   crate: the baseline for what the page's own rendering costs.
 //! * `footer-reads`: the same page, reading the store on every request as the
@@ -27,7 +31,7 @@
 //! trust the rightmost `X-Forwarded-For` entry for the visitor's address, and the
 //! `x-bench-user` header marks a request as the logged-in user it names.
 //!
-//! Flags: `--mode bare|noop|layer|layer-router|naive|footer|footer-reads|bare-footer`
+//! Flags: `--mode bare|noop|layer|layer-router|naive|footer|footer-reads|bare-footer|routes|places`
 //! (default `layer`), `--bind ADDR` (default
 //! `127.0.0.1:3900`), `--prefix P` (Redis key prefix; default one unique to the
 //! run), `--threads N` (Tokio workers; default: the CPUs this process may use),
@@ -66,6 +70,8 @@ enum Mode {
     Footer,
     FooterReads,
     BareFooter,
+    Routes,
+    Places,
 }
 
 struct Args {
@@ -79,7 +85,7 @@ struct Args {
 fn usage(problem: &str) -> ! {
     eprintln!(
         "bench_server: {problem}\n\
-         usage: bench_server [--mode bare|noop|layer|layer-router|naive|footer|footer-reads|bare-footer] [--bind ADDR] [--prefix P] [--threads N]\n\
+         usage: bench_server [--mode bare|noop|layer|layer-router|naive|footer|footer-reads|bare-footer|routes|places] [--bind ADDR] [--prefix P] [--threads N]\n\
          \x20                   [--resolution SECS]"
     );
     std::process::exit(2)
@@ -114,6 +120,8 @@ fn parse_args() -> Args {
                     "footer" => Mode::Footer,
                     "footer-reads" => Mode::FooterReads,
                     "bare-footer" => Mode::BareFooter,
+                    "routes" => Mode::Routes,
+                    "places" => Mode::Places,
                     other => usage(&format!("unknown mode {other:?}")),
                 }
             }
@@ -156,6 +164,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn hello() -> &'static str {
     "Hello, World!"
+}
+
+/// The router of the `routes` and `places` modes: 32 routes answering "hello".
+fn many_routes() -> Router {
+    let mut router = Router::new()
+        .route("/", get(hello))
+        .route("/forum/{id}", get(hello))
+        .route("/topic/{id}", get(hello));
+    for r in 3..32 {
+        router = router.route(&format!("/r{r}"), get(hello));
+    }
+    router
 }
 
 /// Names the footer lists.
@@ -245,10 +265,18 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Mode::Bare => app,
         Mode::BareFooter => Router::new().route("/", get(bare_footer)),
         Mode::Noop => app.layer(tower::util::MapRequestLayer::new(|req: Request| req)),
-        Mode::Layer | Mode::LayerRouter | Mode::Footer | Mode::FooterReads => {
+        Mode::Layer
+        | Mode::LayerRouter
+        | Mode::Footer
+        | Mode::FooterReads
+        | Mode::Routes
+        | Mode::Places => {
             let mut builder = WhosOnline::builder();
             if let Some(r) = args.resolution {
                 builder = builder.resolution(r);
+            }
+            if args.mode == Mode::Places {
+                builder = builder.places(axum_whos_online::place_by_matched_path);
             }
             let w = builder
                 .redis(axum_whos_online::redis_pool(&redis_url)?)
@@ -263,6 +291,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             let app = match args.mode {
                 Mode::LayerRouter => app.layer(w.layer()),
+                Mode::Routes | Mode::Places => many_routes().layer(w.layer()),
                 // With the fragment, for bench/streams.sh's subscribers.
                 Mode::Footer => Router::new()
                     .route("/", get(footer))
