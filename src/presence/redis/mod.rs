@@ -157,18 +157,51 @@ return 1
 /// around midnight and for retiring the day's pseudonyms the next day.
 const SECRET_TTL_SECS: u64 = 2 * 24 * 3600;
 
-/// Lua: takes the member `id` out of its place's count and the where hash. The
-/// count of a place and kind goes when it reaches zero.
+/// Lua shared by the place scripts. `chunks(list, f)` calls `f` with slices of
+/// at most 1,000 elements (a command takes its arguments from Lua's stack).
+/// `unplace(where, counts, ids)` takes members out of their places: one `HMGET`
+/// of their entries, one `HINCRBY` per place and kind that lost members (the
+/// field goes at zero), one `HDEL` of the entries.
 macro_rules! unplace_lua {
     () => {
         r"
-local function unplace(where, counts, id)
-  local old = redis.call('HGET', where, id)
-  if old then
-    if redis.call('HINCRBY', counts, old, -1) <= 0 then
-      redis.call('HDEL', counts, old)
+local function chunks(list, f)
+  for s = 1, #list, 1000 do
+    f({unpack(list, s, math.min(s + 999, #list))})
+  end
+end
+local function apply(counts, delta)
+  local changed = false
+  for field, d in pairs(delta) do
+    if d ~= 0 then
+      changed = true
+      if redis.call('HINCRBY', counts, field, d) <= 0 then
+        redis.call('HDEL', counts, field)
+      end
     end
-    redis.call('HDEL', where, id)
+  end
+  return changed
+end
+local function bump(counts)
+  redis.call('HINCRBY', counts, '#version', 1)
+end
+local function unplace(where, counts, ids)
+  local delta = {}
+  chunks(ids, function(part)
+    local olds = redis.call('HMGET', where, unpack(part))
+    local present = {}
+    for j, old in ipairs(olds) do
+      if old then
+        delta[old] = (delta[old] or 0) - 1
+        present[#present + 1] = part[j]
+      end
+    end
+    if #present > 0 then
+      redis.call('HDEL', where, unpack(present))
+    end
+  end)
+  if apply(counts, delta) then
+    bump(counts)
   end
 end
 "
@@ -192,9 +225,11 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 if #KEYS == 5 then
   for k, tag in ipairs({'v:', 'b:'}) do
+    local ids = {}
     for _, member in ipairs(redis.call('ZRANGE', KEYS[k + 1], ARGV[3], '+inf', 'BYSCORE')) do
-      unplace(KEYS[4], KEYS[5], tag .. member)
+      ids[#ids + 1] = tag .. member
     end
+    unplace(KEYS[4], KEYS[5], ids)
   end
 end
 local removed = redis.call('ZREMRANGEBYSCORE', KEYS[2], ARGV[3], '+inf')
@@ -213,57 +248,139 @@ return {ARGV[1], removed}
 /// The where hash maps a member id (`u:name`, `v:member`, `b:member`) to
 /// `kind|place` (kind `u`, `h`, `v` or `b`); the place counts map `kind|place`
 /// to how many members are there. A member is placed only where this write is
-/// its latest (its score is `at`): a later write elsewhere wins. Returns how
-/// many went to the overflow place.
+/// its latest (its score is `at`): a later write elsewhere wins. The work is
+/// done per command over the whole batch (`ZMSCORE`, `HMGET`, `HSET`) and per
+/// place, not per member. Returns how many went to the overflow place.
 const PLACE: &str = concat!(
     unplace_lua!(),
     r"
 local at = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
 local ttl = ARGV[3]
-local sets = {KEYS[5], KEYS[6], KEYS[7], KEYS[8]}
 local tags = {'u:', 'u:', 'v:', 'b:'}
 local kinds = {'u|', 'h|', 'v|', 'b|'}
-local other = 0
+local n = tonumber(ARGV[5])
 local i = 6
-for _ = 1, tonumber(ARGV[5]) do
+-- The members by kind, to check in one ZMSCORE per kind that this write is
+-- their latest.
+local by_kind = {{}, {}, {}, {}}
+for _ = 1, n do
   local kind = tonumber(ARGV[i]) + 1
-  local member = ARGV[i + 1]
-  local place = ARGV[i + 2]
+  local list = by_kind[kind]
+  list[#list + 1] = {ARGV[i + 1], ARGV[i + 2]}
   i = i + 3
-  local seen = redis.call('ZSCORE', sets[kind], member)
-  if seen and tonumber(seen) == at then
-    if not redis.call('ZSCORE', KEYS[3], place) and redis.call('ZCARD', KEYS[3]) >= max then
+end
+local placed = {}
+for kind = 1, 4 do
+  local list = by_kind[kind]
+  for s = 1, #list, 1000 do
+    local part = {}
+    for j = s, math.min(s + 999, #list) do part[#part + 1] = list[j][1] end
+    local seen = redis.call('ZMSCORE', KEYS[4 + kind], unpack(part))
+    for j, score in ipairs(seen) do
+      if score and tonumber(score) == at then
+        local m = list[s + j - 1]
+        placed[#placed + 1] = {tags[kind] .. m[1], kinds[kind], m[2]}
+      end
+    end
+  end
+end
+-- Places: known ones, new ones while there is room, else the overflow place.
+-- The registry is asked once for every distinct place of the batch.
+local known = {}
+local distinct = {}
+for _, p in ipairs(placed) do
+  if known[p[3]] == nil then
+    known[p[3]] = false
+    distinct[#distinct + 1] = p[3]
+  end
+end
+local new_places = 0
+for s = 1, #distinct, 1000 do
+  local part = {unpack(distinct, s, math.min(s + 999, #distinct))}
+  for j, score in ipairs(redis.call('ZMSCORE', KEYS[3], unpack(part))) do
+    if score then
+      known[part[j]] = true
+    else
+      new_places = new_places + 1
+    end
+  end
+end
+local card = new_places > 0 and redis.call('ZCARD', KEYS[3]) or 0
+local other = 0
+local function admit(place)
+  if not known[place] and card < max then
+    known[place] = true
+    card = card + 1
+  end
+  return known[place]
+end
+local delta = {}
+local moved = {}
+local touched = {}
+for s = 1, #placed, 1000 do
+  local ids = {}
+  for j = s, math.min(s + 999, #placed) do ids[#ids + 1] = placed[j][1] end
+  local olds = redis.call('HMGET', KEYS[1], unpack(ids))
+  for j, old in ipairs(olds) do
+    local p = placed[s + j - 1]
+    local place = p[3]
+    if not admit(place) then
       place = ARGV[4]
       other = other + 1
     end
-    local id = tags[kind] .. member
-    local new = kinds[kind] .. place
-    local old = redis.call('HGET', KEYS[1], id)
+    touched[place] = true
+    local new = p[2] .. place
     if old ~= new then
-      if old then
-        unplace(KEYS[1], KEYS[2], id)
-      end
-      redis.call('HINCRBY', KEYS[2], new, 1)
-      redis.call('HSET', KEYS[1], id, new)
+      if old then delta[old] = (delta[old] or 0) - 1 end
+      delta[new] = (delta[new] or 0) + 1
+      moved[#moved + 1] = p[1]
+      moved[#moved + 1] = new
     end
-    redis.call('ZADD', KEYS[3], 'GT', at, place)
   end
+end
+local changed = apply(KEYS[2], delta)
+for s = 1, #moved, 1000 do
+  redis.call('HSET', KEYS[1], unpack(moved, s, math.min(s + 999, #moved)))
+end
+local registry = {}
+for place in pairs(touched) do
+  registry[#registry + 1] = at
+  registry[#registry + 1] = place
+end
+for s = 1, #registry, 1000 do
+  redis.call('ZADD', KEYS[3], 'GT', unpack(registry, s, math.min(s + 999, #registry)))
 end
 local pairs_count = tonumber(ARGV[i])
 i = i + 1
+local bots = {}
 for _ = 1, pairs_count do
-  redis.call('ZADD', KEYS[4], 'GT', at, ARGV[i] .. '\n' .. ARGV[i + 1])
+  bots[#bots + 1] = at
+  bots[#bots + 1] = ARGV[i] .. '\n' .. ARGV[i + 1]
   i = i + 2
 end
-local gone = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, gone do
-  unplace(KEYS[1], KEYS[2], ARGV[i])
-  i = i + 1
+for s = 1, #bots, 1000 do
+  redis.call('ZADD', KEYS[4], 'GT', unpack(bots, s, math.min(s + 999, #bots)))
 end
-for k = 1, 4 do
-  redis.call('EXPIRE', KEYS[k], ttl)
+if pairs_count > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -max - 1)
+  redis.call('EXPIRE', KEYS[4], ttl)
+end
+local gone = {}
+for _ = 1, tonumber(ARGV[i]) do
+  i = i + 1
+  gone[#gone + 1] = ARGV[i]
+end
+unplace(KEYS[1], KEYS[2], gone)
+if changed then
+  bump(KEYS[2])
+end
+if #moved > 0 or changed then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+if #registry > 0 then
+  redis.call('EXPIRE', KEYS[3], ttl)
 end
 return other
 "
@@ -278,9 +395,11 @@ const TRIM_PLACED: &str = concat!(
     r"
 local keep = tonumber(ARGV[1])
 local gone = redis.call('ZRANGE', KEYS[1], 0, -keep - 1)
+local ids = {}
 for _, member in ipairs(gone) do
-  unplace(KEYS[2], KEYS[3], ARGV[2] .. member)
+  ids[#ids + 1] = ARGV[2] .. member
 end
+unplace(KEYS[2], KEYS[3], ids)
 if #gone > 0 then
   redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -keep - 1)
 end
@@ -303,9 +422,11 @@ local done = 0
 for k = 3, 6 do
   if left <= 0 then break end
   local gone = redis.call('ZRANGE', KEYS[k], '-inf', below, 'BYSCORE', 'LIMIT', 0, left)
+  local ids = {}
   for _, member in ipairs(gone) do
-    unplace(KEYS[1], KEYS[2], tags[k - 2] .. member)
+    ids[#ids + 1] = tags[k - 2] .. member
   end
+  unplace(KEYS[1], KEYS[2], ids)
   if #gone > 0 then
     -- The least recently seen are the lowest ranks.
     redis.call('ZREMRANGEBYRANK', KEYS[k], 0, #gone - 1)
@@ -373,6 +494,19 @@ pub struct RedisPresence {
     /// The time of the last write, 0 before the first; shared by clones, which
     /// are the same store.
     last_write: Arc<AtomicI64>,
+    /// The places last read, and the version of the counts they were read
+    /// at: a refresh reads them again only when the version moved.
+    places_cache: Arc<std::sync::Mutex<PlacesCache>>,
+}
+
+/// What [`RedisPresence::snapshot`] read of the places, kept while the
+/// counts' version stays.
+#[derive(Debug, Default)]
+struct PlacesCache {
+    version: Option<String>,
+    places: Vec<PlaceCount>,
+    /// Listed users' places, for the names read.
+    user_places: HashMap<String, Option<String>>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -422,6 +556,7 @@ impl RedisPresence {
                 std::collections::hash_map::RandomState::new().hash_one(0x77_u64)
             ),
             last_write: Arc::default(),
+            places_cache: Arc::default(),
         }
     }
 
@@ -595,16 +730,34 @@ impl RedisPresence {
 }
 
 impl RedisPresence {
-    /// The places part of a snapshot, in one more round trip (only when
-    /// places are kept): each place's counts, the places of the listed users,
-    /// and the bots by name and place.
+    /// The places part of a snapshot: each place's counts and the places of
+    /// the listed users, from the cache while the counts' `version` is the one
+    /// they were read at, else in one more round trip (only when places are
+    /// kept, and only after a change).
     async fn read_places(
         &self,
         conn: &mut Conn,
-        cutoff: i64,
-        limit: usize,
+        version: Option<String>,
         snapshot: &mut Snapshot,
     ) -> Result<()> {
+        {
+            let cache = crate::sync::lock(&self.places_cache);
+            if cache.version.is_some()
+                && cache.version == version
+                && snapshot
+                    .recent
+                    .iter()
+                    .all(|(name, _)| cache.user_places.contains_key(name))
+            {
+                snapshot.places.clone_from(&cache.places);
+                snapshot.recent_places = snapshot
+                    .recent
+                    .iter()
+                    .map(|(name, _)| cache.user_places.get(name).cloned().flatten())
+                    .collect();
+                return Ok(());
+            }
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("HGETALL").arg(&self.place_counts_key);
         let ids: Vec<String> = snapshot
@@ -615,16 +768,6 @@ impl RedisPresence {
         if !ids.is_empty() {
             pipe.cmd("HMGET").arg(&self.where_key).arg(&ids);
         }
-        pipe.cmd("ZRANGE")
-            .arg(&self.bot_places_key)
-            .arg("+inf")
-            .arg(cutoff)
-            .arg("BYSCORE")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .arg("WITHSCORES");
         let replies: Vec<redis::Value> = self.timed(pipe.query_async(conn)).await?;
         let mut replies = replies.into_iter();
         let mut next = || {
@@ -632,13 +775,18 @@ impl RedisPresence {
                 .next()
                 .ok_or_else(|| corrupt_write("a places reply is missing".into()))
         };
-        let counts: HashMap<String, i64> = parse(next()?)?;
+        let counts: HashMap<String, String> = parse(next()?)?;
+        let read_version = counts.get(PLACES_VERSION).cloned();
         let mut at: HashMap<&str, Counts> = HashMap::new();
         for (field, n) in &counts {
             let Some((kind, place)) = field.split_once('|') else {
                 continue;
             };
-            let n = u64::try_from(*n).unwrap_or(0);
+            let n = n
+                .parse::<i64>()
+                .ok()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0);
             let c = at.entry(place).or_default();
             match kind {
                 "u" => c.users += n,
@@ -659,26 +807,34 @@ impl RedisPresence {
                 counts,
             })
             .collect();
+        let mut user_places = HashMap::new();
         if !ids.is_empty() {
             // `kind|place`; the hash may be a moment newer than the range
             // read before it, which is harmless (a move just made).
             let places: Vec<Option<String>> = parse(next()?)?;
-            snapshot.recent_places = places
-                .into_iter()
-                .map(|p| p.and_then(|p| p.split_once('|').map(|(_, place)| place.to_owned())))
+            for ((name, _), place) in snapshot.recent.iter().zip(places) {
+                let place =
+                    place.and_then(|p| p.split_once('|').map(|(_, place)| place.to_owned()));
+                user_places.insert(name.clone(), place);
+            }
+            snapshot.recent_places = snapshot
+                .recent
+                .iter()
+                .map(|(name, _)| user_places.get(name).cloned().flatten())
                 .collect();
         }
-        let bot_places: Vec<(String, i64)> = parse(next()?)?;
-        snapshot.bot_places = bot_places
-            .into_iter()
-            .filter_map(|(pair, t)| {
-                let (name, place) = pair.rsplit_once('\n')?;
-                Some((name.to_owned(), place.to_owned(), t))
-            })
-            .collect();
+        let mut cache = crate::sync::lock(&self.places_cache);
+        *cache = PlacesCache {
+            version: read_version,
+            places: snapshot.places.clone(),
+            user_places,
+        };
         Ok(())
     }
 }
+
+/// The field of the place counts hash that goes up with every change of them.
+const PLACES_VERSION: &str = "#version";
 
 fn corrupt(detail: String) -> Error {
     Error::Corrupt {
@@ -1071,16 +1227,49 @@ impl PresenceStore for RedisPresence {
             .arg(cutoff)
             .arg("+inf")
             .arg("BYSCORE");
+        if self.max_places.is_some() {
+            pipe.cmd("HGET")
+                .arg(&self.place_counts_key)
+                .arg(PLACES_VERSION);
+            pipe.cmd("ZRANGE")
+                .arg(&self.bot_places_key)
+                .arg("+inf")
+                .arg(cutoff)
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .arg("WITHSCORES");
+        }
         self.ask_time(&mut pipe);
-        type Reply = (Vec<(String, i64)>, u64, u64, u64, u64, Vec<String>);
-        let ((recent, listed, hidden, visitors, bots, mut bot_names), time): (Reply, _) =
-            if self.server_clock.is_some() {
-                let (u, l, h, v, b, n, t) = self.timed(pipe.query_async(&mut conn)).await?;
-                ((u, l, h, v, b, n), Some(t))
-            } else {
-                (self.timed(pipe.query_async(&mut conn)).await?, None)
-            };
-        self.observe(time);
+        let replies: Vec<redis::Value> = self.timed(pipe.query_async(&mut conn)).await?;
+        let mut replies = replies.into_iter();
+        let mut next = || {
+            replies
+                .next()
+                .ok_or_else(|| corrupt_write("a snapshot reply is missing".into()))
+        };
+        let recent: Vec<(String, i64)> = parse(next()?)?;
+        let (listed, hidden, visitors, bots): (u64, u64, u64, u64) = (
+            parse(next()?)?,
+            parse(next()?)?,
+            parse(next()?)?,
+            parse(next()?)?,
+        );
+        let mut bot_names: Vec<String> = parse(next()?)?;
+        let places = match self.max_places {
+            Some(_) => {
+                let version: Option<String> = parse(next()?)?;
+                let bot_places: Vec<(String, i64)> = parse(next()?)?;
+                Some((version, bot_places))
+            }
+            None => None,
+        };
+        if self.server_clock.is_some() {
+            let time: ServerTime = parse(next()?)?;
+            self.observe(Some(time));
+        }
         bot_names.sort_unstable();
         let mut snapshot = Snapshot {
             recent,
@@ -1093,9 +1282,15 @@ impl PresenceStore for RedisPresence {
             },
             ..Snapshot::default()
         };
-        if self.max_places.is_some() {
-            self.read_places(&mut conn, cutoff, limit, &mut snapshot)
-                .await?;
+        if let Some((version, bot_places)) = places {
+            snapshot.bot_places = bot_places
+                .into_iter()
+                .filter_map(|(pair, t)| {
+                    let (name, place) = pair.rsplit_once('\n')?;
+                    Some((name.to_owned(), place.to_owned(), t))
+                })
+                .collect();
+            self.read_places(&mut conn, version, &mut snapshot).await?;
         }
         Ok(snapshot)
     }
