@@ -246,6 +246,36 @@ fn benches(c: &mut Criterion) {
         rotating,
         |w| w.layer().layer(hello()),
     );
+    // Places named by the route template: the hook runs on every request, and
+    // its answer goes with the report.
+    {
+        let w = {
+            let _entered = rt.enter();
+            WhosOnline::builder()
+                .prefix(format!("whos_bench_layer_places_{}", std::process::id()))
+                .background_ticker(false)
+                .client_ip_source(ClientIpSource::RightmostXForwardedFor)
+                .places(axum_whos_online::place_by_matched_path)
+                .identify_users(identify_now(|req| {
+                    const USER: http::HeaderName = http::HeaderName::from_static("x-bench-user");
+                    req.headers
+                        .get(&USER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(User::new)
+                }))
+                .build()
+                .unwrap()
+        };
+        case(
+            c,
+            "layer (memory, places)",
+            hello().layer(w.layer()),
+            Some(&w),
+            &rt,
+            rotating,
+        );
+        rt.block_on(w.shutdown()).unwrap();
+    }
     layer_case(
         c,
         &rt,
