@@ -254,6 +254,8 @@ impl Inner {
         for (name, place) in &batch.bot_places {
             self.bot_places.mark(&format!("{name}\n{place}"), at);
         }
+        // As many pairs as places: a crawler at every place stays bounded.
+        self.bot_places.trim(Some(max_places));
         other
     }
 
