@@ -569,6 +569,16 @@ impl Writer {
                 break;
             };
             // A store that keeps no secret leaves this process keying by its own.
+            // Written under the secret the store holds, or (a batch without
+            // visitors or bots, whose writes were not keyed) nothing keyed
+            // to redo but the removals of users' visitor entries, derived
+            // from another secret than the store's.
+            let redo = marked.keyed_wrong
+                || (!batch.visitors_now_users.is_empty()
+                    && marked
+                        .day_secret
+                        .as_ref()
+                        .is_some_and(|held| *held != keyed.expected));
             let changed = match (marked.keyed_wrong, marked.day_secret) {
                 (false, held) => self.pseudonyms.hold(day, held.unwrap_or(keyed.expected)),
                 (true, Some(held)) => self.pseudonyms.hold(day, held),
@@ -577,10 +587,6 @@ impl Writer {
                     true
                 }
             };
-            // Written under the secret the store holds, or (a batch without
-            // visitors or bots, whose writes were not keyed) nothing keyed
-            // to redo.
-            let redo = marked.keyed_wrong || (changed && !batch.visitors_now_users.is_empty());
             if !redo {
                 if changed {
                     incr(&self.counters.visitor_secret_changes);

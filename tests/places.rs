@@ -358,8 +358,37 @@ async fn who_is_where_for_admins(stack: Stack) {
     assert_eq!(res.status(), 400);
 }
 
+/// Two users who swap places in one write leave every count as it was; the
+/// view still learns where each is now (the readers' cache is told).
+async fn a_swap_in_one_write_is_seen(stack: Stack) {
+    let site = Site::with(stack, |b| {
+        with_places(b).places(|req| Some(req.uri.path().to_owned()))
+    })
+    .await;
+    site.visit_as("alice", "10.8.0.1").await; // at "/"
+    let mut bob = request_from("10.8.0.2", "/b");
+    bob.headers_mut().insert("x-user", "bob".parse().unwrap());
+    site.send(bob).await;
+    site.settle().await;
+    assert_eq!(site.whos.view().place_of("alice"), Some("/"));
+    site.clock.advance_secs(1);
+    let mut alice = request_from("10.8.0.1", "/b");
+    alice
+        .headers_mut()
+        .insert("x-user", "alice".parse().unwrap());
+    site.send(alice).await;
+    site.visit_as("bob", "10.8.0.2").await; // to "/"
+    site.settle().await;
+    let view = site.whos.view();
+    assert_eq!(view.place_of("alice"), Some("/b"));
+    assert_eq!(view.place_of("bob"), Some("/"));
+    assert_eq!(view.online_in("/b", 10).users, ["alice"]);
+    assert_eq!(view.online_in("/", 10).users, ["bob"]);
+}
+
 on_both_stacks!(
     places_over_http,
+    a_swap_in_one_write_is_seen,
     who_is_where_for_admins,
     the_member_cap_trims_places_too,
     members_are_counted_where_they_are,

@@ -372,16 +372,22 @@ impl PresenceStore for MemoryPresence {
         }
         for m in &batch.visitors_now_users {
             inner.visitors.remove(m);
+            inner.places.remove(&place_key(MemberKind::Visitor, m));
         }
         for name in &batch.left_users {
             inner.users.remove(name);
             inner.hidden.remove(name);
+            inner.places.remove(&place_key(MemberKind::User, name));
         }
+        // Members removed leave their places, as in Redis: one written again
+        // without a place is not counted where it was before.
         for m in &batch.retired_visitors {
             inner.visitors.remove(m);
+            inner.places.remove(&place_key(MemberKind::Visitor, m));
         }
         for m in &batch.retired_bots {
             inner.bots.remove(m);
+            inner.places.remove(&place_key(MemberKind::Bot, m));
         }
         marked.other_places = inner.place(at, batch, self.max_places);
         let max = self.max_members;

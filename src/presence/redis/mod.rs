@@ -183,7 +183,12 @@ local function apply(counts, delta)
   return changed
 end
 local function bump(counts)
-  redis.call('HINCRBY', counts, '#version', 1)
+  -- A hash made anew (expired, or Redis lost it) starts a new epoch, so that
+  -- a reader never takes its first versions for the old ones.
+  if redis.call('HINCRBY', counts, '#version', 1) == 1 then
+    local t = redis.call('TIME')
+    redis.call('HSET', counts, '#epoch', t[1] .. '.' .. t[2])
+  end
 end
 local function unplace(where, counts, ids)
   local delta = {}
@@ -384,16 +389,17 @@ for _ = 1, tonumber(ARGV[i]) do
   gone[#gone + 1] = ARGV[i]
 end
 unplace(KEYS[1], KEYS[2], gone)
-if changed then
+-- A swap of two members leaves the counts as they were but not the where
+-- hash: news for the readers too.
+if changed or #moved > 0 then
   bump(KEYS[2])
 end
-if #moved > 0 or changed then
+-- They live as long as members are placed, whether or not any moved.
+if #placed > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
 end
-if new_places > 0 then
-  -- The registry lives while places come; one that no new place touches
-  -- for its lifetime goes, and its places are admitted again.
+if #registry > 0 then
   redis.call('EXPIRE', KEYS[3], ttl)
 end
 return other
@@ -790,7 +796,10 @@ impl RedisPresence {
                 .ok_or_else(|| corrupt_write("a places reply is missing".into()))
         };
         let counts: HashMap<String, String> = parse(next()?)?;
-        let read_version = counts.get(PLACES_VERSION).cloned();
+        let read_version = counts.get(PLACES_VERSION).map(|v| {
+            let epoch = counts.get(PLACES_EPOCH).map_or("", String::as_str);
+            format!("{epoch}:{v}")
+        });
         let mut at: HashMap<&str, Counts> = HashMap::new();
         for (field, n) in &counts {
             let Some((kind, place)) = field.split_once('|') else {
@@ -849,6 +858,9 @@ impl RedisPresence {
 
 /// The field of the place counts hash that goes up with every change of them.
 const PLACES_VERSION: &str = "#version";
+/// The field of the place counts hash that names its making: a hash made anew
+/// counts its versions from 1 again.
+const PLACES_EPOCH: &str = "#epoch";
 
 fn corrupt(detail: String) -> Error {
     Error::Corrupt {
@@ -1242,9 +1254,10 @@ impl PresenceStore for RedisPresence {
             .arg("+inf")
             .arg("BYSCORE");
         if self.max_places.is_some() {
-            pipe.cmd("HGET")
+            pipe.cmd("HMGET")
                 .arg(&self.place_counts_key)
-                .arg(PLACES_VERSION);
+                .arg(PLACES_VERSION)
+                .arg(PLACES_EPOCH);
             pipe.cmd("ZRANGE")
                 .arg(&self.bot_places_key)
                 .arg("+inf")
@@ -1274,7 +1287,8 @@ impl PresenceStore for RedisPresence {
         let mut bot_names: Vec<String> = parse(next()?)?;
         let places = match self.max_places {
             Some(_) => {
-                let version: Option<String> = parse(next()?)?;
+                let (version, epoch): (Option<String>, Option<String>) = parse(next()?)?;
+                let version = version.map(|v| format!("{}:{v}", epoch.unwrap_or_default()));
                 let bot_places: Vec<(String, i64)> = parse(next()?)?;
                 Some((version, bot_places))
             }
