@@ -274,6 +274,13 @@ fn answer(headers: &HeaderMap, json: Bytes, etag: HeaderValue, max_age: &HeaderV
     res
 }
 
+/// The answer with `which` body of the current view.
+fn serve(fragment: &Fragment, headers: &HeaderMap, which: Which) -> Response {
+    let view = fragment.whos.view();
+    let (json, etag) = fragment.bodies.get(&view, which);
+    answer(headers, json, etag, &max_age(fragment))
+}
+
 /// `Cache-Control` for the view's bodies: fresh for one refresh interval.
 fn max_age(fragment: &Fragment) -> HeaderValue {
     let secs = fragment.whos.shared.refresh.as_secs();
@@ -308,9 +315,7 @@ pub(super) async fn online(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (limit, place) = parse_online(&uri, fragment.whos.shared.max_limit)?;
-    let view = fragment.whos.view();
-    let (json, etag) = fragment.bodies.get(&view, Which::Online { limit, place });
-    Ok(answer(&headers, json, etag, &max_age(&fragment)))
+    Ok(serve(&fragment, &headers, Which::Online { limit, place }))
 }
 
 /// The busiest places, from the view.
@@ -336,9 +341,7 @@ pub(super) async fn places(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let limit = parse_places(&uri)?;
-    let view = fragment.whos.view();
-    let (json, etag) = fragment.bodies.get(&view, Which::Places { limit });
-    Ok(answer(&headers, json, etag, &max_age(&fragment)))
+    Ok(serve(&fragment, &headers, Which::Places { limit }))
 }
 
 /// `/stats` takes no parameters: any is refused, as `/online` refuses unknown ones.
@@ -367,9 +370,7 @@ pub(super) async fn stats(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let _: StatsQuery = parse_query(&uri)?;
-    let view = fragment.whos.view();
-    let (json, etag) = fragment.bodies.get(&view, Which::Stats);
-    Ok(answer(&headers, json, etag, &max_age(&fragment)))
+    Ok(serve(&fragment, &headers, Which::Stats))
 }
 
 #[cfg(test)]

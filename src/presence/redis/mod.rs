@@ -580,6 +580,11 @@ impl RedisPresence {
         }
     }
 
+    /// The four member sets, in the order the place scripts take them.
+    fn sets(&self) -> [&str; 4] {
+        [&self.users, &self.hidden, &self.visitors, &self.bots]
+    }
+
     /// Whether this store is on a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.pool, Pools::Cluster(_))
@@ -1077,10 +1082,7 @@ impl PresenceStore for RedisPresence {
                     .arg(&self.place_counts_key)
                     .arg(&self.places_key)
                     .arg(&self.bot_places_key)
-                    .arg(&self.users)
-                    .arg(&self.hidden)
-                    .arg(&self.visitors)
-                    .arg(&self.bots)
+                    .arg(&self.sets()[..])
                     .arg(at)
                     .arg(max_places)
                     .arg(self.set_ttl_secs)
@@ -1166,10 +1168,7 @@ impl PresenceStore for RedisPresence {
                             .arg(6)
                             .arg(&self.where_key)
                             .arg(&self.place_counts_key)
-                            .arg(&self.users)
-                            .arg(&self.hidden)
-                            .arg(&self.visitors)
-                            .arg(&self.bots)
+                            .arg(&self.sets()[..])
                             .arg(cutoff)
                             .arg(PRUNE_STEP)
                             .query_async(&mut conn),
