@@ -147,14 +147,7 @@ impl View {
             .collect();
         bots.sort_unstable();
         bots.dedup();
-        Online {
-            users,
-            user_count: counts.users,
-            hidden_count: counts.hidden,
-            visitor_count: counts.visitors,
-            bot_count: counts.bots,
-            bots,
-        }
+        Online::of(users, counts, bots)
     }
 
     /// Each listed user with when they were last seen and where, most recently
@@ -226,14 +219,7 @@ impl View {
             users.sort_unstable();
             users
         };
-        Online {
-            users,
-            user_count: self.counts.users,
-            hidden_count: self.counts.hidden,
-            visitor_count: self.counts.visitors,
-            bot_count: self.counts.bots,
-            bots: self.bots.to_vec(),
-        }
+        Online::of(users, self.counts, self.bots.to_vec())
     }
 
     /// The all-time record, never below the counts beside it.

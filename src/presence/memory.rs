@@ -6,7 +6,7 @@ use async_trait::async_trait;
 
 use super::{
     Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, MemberKind, PlaceCount, PresenceStore,
-    Snapshot,
+    Snapshot, bot_place_member, bot_places,
 };
 use crate::places::{DEFAULT_MAX_PLACES, OTHER_PLACE};
 use crate::record::RecordCache;
@@ -252,7 +252,7 @@ impl Inner {
                 .insert(place_key(p.kind, &p.member), (p.kind, place.into()));
         }
         for (name, place) in &batch.bot_places {
-            self.bot_places.mark(&format!("{name}\n{place}"), at);
+            self.bot_places.mark(&bot_place_member(name, place), at);
         }
         // As many pairs as places: a crawler at every place stays bounded.
         self.bot_places.trim(Some(max_places));
@@ -435,15 +435,7 @@ impl PresenceStore for MemoryPresence {
         let hidden = inner.hidden.count_since(cutoff);
         let recent = inner.users.most_recent(cutoff, limit);
         let (places, recent_places) = inner.count_places(cutoff, &recent);
-        let bot_places = inner
-            .bot_places
-            .most_recent(cutoff, limit)
-            .into_iter()
-            .filter_map(|(pair, t)| {
-                let (name, place) = pair.rsplit_once('\n')?;
-                Some((name.to_owned(), place.to_owned(), t))
-            })
-            .collect();
+        let bot_places = bot_places(inner.bot_places.most_recent(cutoff, limit));
         Ok(Snapshot {
             recent,
             recent_places,

@@ -227,6 +227,39 @@ pub struct Online {
     pub bots: Vec<String>,
 }
 
+impl Online {
+    /// The answer of `users` (sorted) and `bots` beside `counts`.
+    pub(crate) fn of(users: Vec<String>, counts: Counts, bots: Vec<String>) -> Self {
+        Self {
+            users,
+            user_count: counts.users,
+            hidden_count: counts.hidden,
+            visitor_count: counts.visitors,
+            bot_count: counts.bots,
+            bots,
+        }
+    }
+}
+
+/// How a store writes a `(bot name, place)` pair as one member: the name, a
+/// newline, the place (a place never holds a control character; see
+/// [`MAX_PLACE_LEN`](crate::MAX_PLACE_LEN)).
+pub(crate) fn bot_place_member(name: &str, place: &str) -> String {
+    format!("{name}\n{place}")
+}
+
+/// The pairs of [`bot_place_member`] members with their last-seen times, as
+/// [`Snapshot::bot_places`] holds them.
+pub(crate) fn bot_places(members: Vec<(String, i64)>) -> Vec<(String, String, i64)> {
+    members
+        .into_iter()
+        .filter_map(|(member, t)| {
+            let (name, place) = member.rsplit_once('\n')?;
+            Some((name.to_owned(), place.to_owned(), t))
+        })
+        .collect()
+}
+
 /// What a presence store holds within the window, as one read: the most
 /// recently seen users, with their last-seen times, and complete counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -270,14 +303,7 @@ impl Snapshot {
             .map(|(name, _)| name.clone())
             .collect();
         users.sort_unstable();
-        Online {
-            users,
-            user_count: self.counts.users,
-            hidden_count: self.counts.hidden,
-            visitor_count: self.counts.visitors,
-            bot_count: self.counts.bots,
-            bots: self.bots.clone(),
-        }
+        Online::of(users, self.counts, self.bots.clone())
     }
 }
 

@@ -867,6 +867,21 @@ const PLACES_VERSION: &str = "#version";
 /// counts its versions from 1 again.
 const PLACES_EPOCH: &str = "#epoch";
 
+/// Appends the read of `key`'s `limit` most recently seen members at or after
+/// `cutoff`, with their times, most recent first.
+fn most_recent(pipe: &mut redis::Pipeline, key: &str, cutoff: i64, limit: usize) {
+    pipe.cmd("ZRANGE")
+        .arg(key)
+        .arg("+inf")
+        .arg(cutoff)
+        .arg("BYSCORE")
+        .arg("REV")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .arg("WITHSCORES");
+}
+
 fn corrupt(detail: String) -> Error {
     Error::Corrupt {
         store: "redis record cache",
@@ -1234,16 +1249,7 @@ impl PresenceStore for RedisPresence {
             None => cutoff,
         };
         let mut pipe = redis::pipe();
-        pipe.cmd("ZRANGE")
-            .arg(&self.users)
-            .arg("+inf")
-            .arg(cutoff)
-            .arg("BYSCORE")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .arg("WITHSCORES");
+        most_recent(&mut pipe, &self.users, cutoff, limit);
         for key in [&self.users, &self.hidden, &self.visitors, &self.bots] {
             pipe.cmd("ZCOUNT").arg(key).arg(cutoff).arg("+inf");
         }
@@ -1257,16 +1263,7 @@ impl PresenceStore for RedisPresence {
                 .arg(&self.place_counts_key)
                 .arg(PLACES_VERSION)
                 .arg(PLACES_EPOCH);
-            pipe.cmd("ZRANGE")
-                .arg(&self.bot_places_key)
-                .arg("+inf")
-                .arg(cutoff)
-                .arg("BYSCORE")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(limit)
-                .arg("WITHSCORES");
+            most_recent(&mut pipe, &self.bot_places_key, cutoff, limit);
         }
         self.ask_time(&mut pipe);
         let replies: Vec<redis::Value> = self.timed(pipe.query_async(&mut conn)).await?;
@@ -1310,13 +1307,7 @@ impl PresenceStore for RedisPresence {
             ..Snapshot::default()
         };
         if let Some((version, bot_places)) = places {
-            snapshot.bot_places = bot_places
-                .into_iter()
-                .filter_map(|(pair, t)| {
-                    let (name, place) = pair.rsplit_once('\n')?;
-                    Some((name.to_owned(), place.to_owned(), t))
-                })
-                .collect();
+            snapshot.bot_places = super::bot_places(bot_places);
             self.read_places(&mut conn, version, &mut snapshot).await?;
         }
         Ok(snapshot)
