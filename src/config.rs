@@ -10,7 +10,7 @@ use crate::identity::{ClientIpSource, IdentifyUser, NoUsers};
 use crate::places::{DEFAULT_MAX_PLACES, PlaceHook};
 use crate::presence::{DEFAULT_MAX_MEMBERS, DaySecrets, HiddenUsers, PresenceStore};
 use crate::privacy::VisitorIds;
-use crate::record::{RecordCache, RecordStore};
+use crate::record::{DEFAULT_HISTORY_DAYS, HistoryStore, RecordCache, RecordStore};
 use crate::{Error, Result};
 
 /// Default window: 15 minutes.
@@ -48,8 +48,9 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const DEFAULT_MAX_LIMIT: u32 = 200;
 /// Highest ceiling of `limit` that can be configured.
 pub const MAX_LIMIT: u32 = 10_000;
-/// Default key prefix.
-pub const DEFAULT_PREFIX: &str = "whos_online";
+/// Default key prefix; also the site name of the record and the history in
+/// Postgres.
+pub const DEFAULT_PREFIX: &str = crate::record::DEFAULT_SITE;
 
 pub(crate) enum PresenceChoice {
     Memory,
@@ -84,6 +85,8 @@ pub struct Builder {
     pub(crate) presence: PresenceChoice,
     pub(crate) record: RecordChoice,
     pub(crate) record_cache: Option<Arc<dyn RecordCache>>,
+    pub(crate) history: Option<Arc<dyn HistoryStore>>,
+    pub(crate) history_days: u32,
     pub(crate) day_secrets: Option<Arc<dyn DaySecrets>>,
     pub(crate) identify: Arc<dyn IdentifyUser>,
     pub(crate) ip_source: ClientIpSource,
@@ -134,6 +137,8 @@ impl Default for Builder {
             presence: PresenceChoice::Memory,
             record: RecordChoice::Memory,
             record_cache: None,
+            history: None,
+            history_days: DEFAULT_HISTORY_DAYS,
             day_secrets: None,
             identify: Arc::new(NoUsers),
             ip_source: ClientIpSource::ConnectInfo,
@@ -196,18 +201,39 @@ impl Builder {
         self
     }
 
-    /// Keeps the record in Postgres through this pool; run [`migrate`](crate::migrate)
-    /// first. Default: in memory.
+    /// Keeps the record and the daily history in Postgres through this pool
+    /// (a [`PostgresRecord`](crate::PostgresRecord) of the site named by the
+    /// [`prefix`](Self::prefix)); run [`migrate`](crate::migrate) first.
+    /// Default: in memory.
     #[must_use]
     pub fn postgres(mut self, pool: sqlx::PgPool) -> Self {
         self.record = RecordChoice::Postgres(pool);
         self
     }
 
-    /// Keeps the record in a store of your own.
+    /// Keeps the record in a store of your own. The daily history is then
+    /// kept only if a [`history_store`](Self::history_store) is named too.
     #[must_use]
     pub fn record_store(mut self, store: impl RecordStore) -> Self {
         self.record = RecordChoice::Custom(Arc::new(store));
+        self
+    }
+
+    /// Keeps the daily history in a store of your own. Default: where the
+    /// record is kept (Postgres, or memory); none with a
+    /// [`record_store`](Self::record_store) of your own.
+    #[must_use]
+    pub fn history_store(mut self, store: impl HistoryStore) -> Self {
+        self.history = Some(Arc::new(store));
+        self
+    }
+
+    /// How many UTC days the history keeps, today included (default 400,
+    /// [`DEFAULT_HISTORY_DAYS`](crate::DEFAULT_HISTORY_DAYS); 1 to 100,000).
+    /// Older days are deleted by the instance that ticks, at most once a day.
+    #[must_use]
+    pub fn history_days(mut self, days: u32) -> Self {
+        self.history_days = days;
         self
     }
 
@@ -627,6 +653,9 @@ impl Builder {
         }
         if self.max_identifying == 0 || self.max_identifying > tokio::sync::Semaphore::MAX_PERMITS {
             return bad("max identifying must be above zero (and below 2^61)");
+        }
+        if !(1..=100_000).contains(&self.history_days) {
+            return bad("history days must be from 1 to 100000");
         }
         if self.cache_ttl.as_millis() == 0 {
             return bad("cache TTL must be at least one millisecond");

@@ -71,6 +71,13 @@ counters! {
     record_errors,
     /// Failed reads or writes of the record cache.
     cache_errors,
+    /// Ticks whose raise or read of the daily history failed (the last good
+    /// copy is served meanwhile).
+    history_errors,
+    /// Retention runs of the history, which delete the days older than
+    /// [`history_days`](crate::Builder::history_days): at most one a day, by
+    /// the instance that ticks.
+    history_retentions,
     /// Members removed by the cap on members per set (least recently seen first).
     members_trimmed,
     /// Members counted under [`OTHER_PLACE`](crate::OTHER_PLACE) because

@@ -70,6 +70,15 @@ pub enum Error {
         /// The stored most visitors.
         max_visitors: u64,
     },
+    /// An argument is out of its documented range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No daily history to answer with: none was read from its store yet (the
+    /// first tick reads it, and every tick after), or none is kept (a record
+    /// store of your own without a
+    /// [`history_store`](crate::Builder::history_store)).
+    #[error("no daily history has been read yet, or none is kept")]
+    NoHistory,
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -251,6 +251,53 @@ impl WhosOnline {
         Ok(self.view().record())
     }
 
+    /// The daily history of the last `days` UTC days (1 to
+    /// [`MAX_HISTORY_READ`](crate::MAX_HISTORY_READ), 366), oldest first and
+    /// ending today, one entry per day with zeros for days without data: the
+    /// peaks of users, visitors and bots and when each was first reached, and
+    /// the distinct users and visitors of each day. No I/O: served from the
+    /// copy each tick reads (every [`tick_interval`](crate::Builder::tick_interval)),
+    /// so the peaks are at most a tick old, except today's, which is never
+    /// below the counts of the [view](Self::view).
+    ///
+    /// Errors: [`Error::InvalidArgument`](crate::Error::InvalidArgument) for
+    /// `days` out of range; [`Error::NoHistory`](crate::Error::NoHistory) until
+    /// the first tick has read the history (or when none is kept). When the
+    /// store stops answering, the last good copy is served and
+    /// [`History::as_of`](crate::History::as_of) says how old it is.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> axum_whos_online::Result<()> {
+    /// let whos = axum_whos_online::WhosOnline::builder().build()?;
+    /// whos.tick_now().await?;
+    /// let week = whos.history(7)?;
+    /// assert_eq!(week.days.len(), 7);
+    /// let today = week.days.last().unwrap();
+    /// println!("most online today: {} users, {} guests", today.max_users, today.max_visitors);
+    /// # whos.shutdown().await?; Ok(()) }
+    /// ```
+    pub fn history(&self, days: u32) -> Result<crate::History> {
+        if !(1..=crate::MAX_HISTORY_READ).contains(&days) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "days must be from 1 to {}",
+                crate::MAX_HISTORY_READ
+            )));
+        }
+        let ticker = &self.shared.ticker;
+        let kept = ticker.kept_history().ok_or(crate::Error::NoHistory)?;
+        let today = ticker.clock.now().date_naive();
+        let mut history = crate::History::of(&kept.days, today, days, Some(kept.as_of));
+        // Today's peaks so far are never below the counts shown beside them.
+        let view = self.view();
+        if let (Some(as_of), Some(last)) = (view.as_of, history.days.last_mut())
+            && as_of.date_naive() == last.day
+        {
+            let c = view.counts;
+            last.raise(&crate::Day::seen(c.users, c.visitors, c.bots, as_of));
+        }
+        Ok(history)
+    }
+
     /// The user `name` logged out: they leave the listed names at once instead
     /// of staying listed for the whole window. For a logout handler, after the
     /// session is ended (a later request of theirs as a user lists them again).

@@ -133,13 +133,13 @@ pub use places::{
     DEFAULT_MAX_PLACES, MAX_PLACE_LEN, OTHER_PLACE, place_by_matched_path, place_by_path,
 };
 pub use presence::{
-    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecret, DaySecrets, HiddenUsers, Marked, MemberKind,
-    MemoryPresence, Online, PlaceCount, Placed, PresenceStore, RedisPresence, Snapshot,
-    redis_cluster_pool, redis_pool,
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DISTINCT_TTL_SECS, DaySecret, DaySecrets, Distinct,
+    HiddenUsers, Marked, MemberKind, MemoryPresence, Online, PlaceCount, Placed, PresenceStore,
+    RedisPresence, Snapshot, Tally, redis_cluster_pool, redis_pool,
 };
 pub use record::{
-    MIGRATIONS, MemoryRecord, PostgresRecord, Record, RecordCache, RecordReset, RecordStore,
-    migrate,
+    DEFAULT_HISTORY_DAYS, Day, History, HistoryStore, MAX_HISTORY_READ, MIGRATIONS, MemoryRecord,
+    PostgresRecord, Record, RecordCache, RecordReset, RecordStore, migrate,
 };
 #[cfg(feature = "openapi")]
 pub use routes::openapi;

@@ -16,9 +16,12 @@ use tracing::Instrument;
 use crate::clock::{Clock, Settle};
 use crate::counters::Counters;
 use crate::counters::{LogLimiter, incr};
+use arc_swap::ArcSwapOption;
+use chrono::{DateTime, Days, NaiveDate, Utc};
+
 use crate::presence::{Counts, HiddenUsers, PresenceStore, TickLease};
-use crate::record::RecordReset;
 use crate::record::{CachingRecord, RecordStore};
+use crate::record::{Day, HistoryStore, MAX_HISTORY_READ, RecordReset};
 use crate::sync::lock;
 use crate::{Error, Record, Result};
 
@@ -59,6 +62,18 @@ pub(crate) struct TickerState {
     lease: Option<TickLease>,
     /// Whether this instance held the lease at its last background tick.
     holds_lease: AtomicBool,
+    /// The history as last read from its store, and when.
+    history: ArcSwapOption<KeptHistory>,
+    /// The day of this instance's last retention run of the history.
+    retained_on: Mutex<Option<NaiveDate>>,
+}
+
+/// The daily history as a tick last read it: the stored days of the last
+/// [`MAX_HISTORY_READ`] days, oldest first, and when they were read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeptHistory {
+    pub(crate) days: Vec<Day>,
+    pub(crate) as_of: DateTime<Utc>,
 }
 
 impl TickerState {
@@ -94,6 +109,10 @@ pub(crate) struct Ticker {
     pub(crate) window: Duration,
     pub(crate) counters: Arc<Counters>,
     pub(crate) hidden_users: HiddenUsers,
+    /// Where the daily history is kept, if it is.
+    pub(crate) history: Option<Arc<dyn HistoryStore>>,
+    /// How many days the history keeps.
+    pub(crate) history_days: u32,
     pub(crate) state: TickerState,
 }
 
@@ -141,20 +160,27 @@ impl Ticker {
         let _gate = state.gate.lock().await;
         let started = std::time::Instant::now();
         self.settle.wait().await;
-        let cutoff = self.clock.unix_secs() - self.window_secs();
-        let counts = match self.presence.prune_and_count(cutoff).await {
-            Ok(c) => self.hidden_users.counts(c),
+        let before = self.clock.now();
+        let cutoff = before.timestamp() - self.window_secs();
+        // The distinct members of today and of yesterday, whose final count a
+        // tick after midnight still reads.
+        let today = before.date_naive();
+        let days = [today.pred_opt().unwrap_or(today), today];
+        let tally = match self.presence.tally(cutoff, &days, self.hidden_users).await {
+            Ok(t) => t,
             Err(e) => {
                 incr(&self.counters.tick_errors);
                 if state.log.allow(30) {
                     tracing::warn!(error = %e, "whos-online: tick could not reach the presence store");
                 }
                 // Postgres may be up while Redis is not: a raise kept from an
-                // earlier tick is still written.
+                // earlier tick is still written, and the history read.
                 self.raise_pending().await;
+                self.update_history(&[], false).await;
                 return Err(e);
             }
         };
+        let counts = self.hidden_users.counts(tally.counts);
         incr(&self.counters.ticks);
         // Read after the round trip: with server time, the first one set the clock.
         let now = self.clock.now();
@@ -196,6 +222,20 @@ impl Ticker {
             }
             raised = rose;
         }
+        // Today's peaks so far, and the distinct members of both days.
+        let mut seen = vec![Day::seen(counts.users, counts.visitors, counts.bots, now)];
+        for d in &tally.distinct {
+            let day = match seen.iter_mut().find(|s| s.day == d.day) {
+                Some(day) => day,
+                None => {
+                    seen.push(Day::empty(d.day));
+                    seen.last_mut().expect("just pushed")
+                }
+            };
+            day.distinct_users = d.users;
+            day.distinct_visitors = d.visitors;
+        }
+        self.update_history(&seen, true).await;
         let report = TickReport {
             counts,
             record,
@@ -209,6 +249,48 @@ impl Ticker {
             &self.counters.snapshot(),
         );
         Ok(report)
+    }
+
+    /// Raises `seen` into the history (raise-only), deletes the days older than
+    /// [`history_days`](crate::Builder::history_days) when `retain` and not
+    /// done yet today, and keeps the last [`MAX_HISTORY_READ`] days as read
+    /// back, all in one statement of the history store. A failure is counted
+    /// and logged; the last good copy stays. The caller holds the gate.
+    async fn update_history(&self, seen: &[Day], retain: bool) {
+        let Some(store) = &self.history else { return };
+        let state = &self.state;
+        let now = self.clock.now();
+        let today = now.date_naive();
+        let keep_from = (retain && *lock(&state.retained_on) != Some(today)).then(|| {
+            today
+                .checked_sub_days(Days::new(u64::from(self.history_days.max(1) - 1)))
+                .unwrap_or(NaiveDate::MIN)
+        });
+        let from = today
+            .checked_sub_days(Days::new(u64::from(MAX_HISTORY_READ - 1)))
+            .unwrap_or(NaiveDate::MIN);
+        match store.raise_days(seen, keep_from, from).await {
+            Ok(days) => {
+                if keep_from.is_some() {
+                    *lock(&state.retained_on) = Some(today);
+                    incr(&self.counters.history_retentions);
+                }
+                state
+                    .history
+                    .store(Some(Arc::new(KeptHistory { days, as_of: now })));
+            }
+            Err(e) => {
+                incr(&self.counters.history_errors);
+                if state.log.allow(30) {
+                    tracing::warn!(error = %e, "whos-online: history store failed; serving the last good copy");
+                }
+            }
+        }
+    }
+
+    /// The history as last read, if it ever was.
+    pub(crate) fn kept_history(&self) -> Option<Arc<KeptHistory>> {
+        self.state.history.load_full()
     }
 
     /// Raises the stored record to `candidate`; the caller holds the gate.
@@ -344,10 +426,14 @@ impl Ticker {
         if ticks {
             // Failures are logged and counted inside; the next tick retries.
             let _ = self.tick().await;
-        } else if lock(&state.pending).is_some() || self.record.refill_waiting() {
+        } else {
             let _gate = state.gate.lock().await;
-            self.raise_pending().await;
-            self.record.retry_refill().await;
+            if lock(&state.pending).is_some() || self.record.refill_waiting() {
+                self.raise_pending().await;
+                self.record.retry_refill().await;
+            }
+            // The instance that ticks raises the history; this one reads it.
+            self.update_history(&[], false).await;
         }
     }
 

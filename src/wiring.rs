@@ -15,7 +15,9 @@ use crate::handle::{Shared, Tasks, WhosOnline};
 use crate::layer::Reporting;
 use crate::presence::{DaySecrets, MemoryPresence, PresenceStore, RedisPresence, TickLease};
 use crate::privacy::{Pseudonymizer, VisitorIds};
-use crate::record::{CachingRecord, MemoryRecord, PostgresRecord, RecordCache, RecordStore};
+use crate::record::{
+    CachingRecord, HistoryStore, MemoryRecord, PostgresRecord, RecordCache, RecordStore,
+};
 use crate::refresher::Refresher;
 use crate::reporter::{Reporter, Waiting, Writer};
 use crate::ticker::{Ticker, TickerState};
@@ -105,11 +107,16 @@ impl Builder {
         };
         let secrets = self.day_secrets.or(secrets);
         let cache = self.record_cache.or(cache);
-        let record: Arc<dyn RecordStore> = match self.record {
-            RecordChoice::Memory => Arc::new(MemoryRecord::new()),
-            RecordChoice::Postgres(pool) => Arc::new(PostgresRecord::new(pool)),
-            RecordChoice::Custom(store) => store,
-        };
+        // The built-in record stores keep the history too.
+        let (record, history): (Arc<dyn RecordStore>, Option<Arc<dyn HistoryStore>>) =
+            match self.record {
+                RecordChoice::Memory => both(Arc::new(MemoryRecord::new())),
+                RecordChoice::Postgres(pool) => {
+                    both(Arc::new(PostgresRecord::new(pool).with_site(&self.prefix)))
+                }
+                RecordChoice::Custom(store) => (store, None),
+            };
+        let history = self.history.or(history);
         let counters = Arc::new(Counters::default());
         let record = Arc::new(CachingRecord::new(
             record,
@@ -127,6 +134,8 @@ impl Builder {
             window: self.window,
             counters: Arc::clone(&counters),
             hidden_users: self.hidden_users,
+            history,
+            history_days: self.history_days,
             state: TickerState::new(instance_id, lease),
         });
         let refresher = Arc::new(Refresher::new(
@@ -223,5 +232,15 @@ fn three<S: PresenceStore + DaySecrets + RecordCache>(store: Arc<S>) -> Roles {
         Arc::clone(&store) as Arc<dyn PresenceStore>,
         Some(Arc::clone(&store) as Arc<dyn DaySecrets>),
         Some(store as Arc<dyn RecordCache>),
+    )
+}
+
+/// A built-in record store in its two roles: the record and the history.
+fn both<S: RecordStore + HistoryStore>(
+    store: Arc<S>,
+) -> (Arc<dyn RecordStore>, Option<Arc<dyn HistoryStore>>) {
+    (
+        Arc::clone(&store) as Arc<dyn RecordStore>,
+        Some(store as Arc<dyn HistoryStore>),
     )
 }

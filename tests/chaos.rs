@@ -467,7 +467,7 @@ async fn stats(whos: &WhosOnline) -> Result<Option<(u64, u64)>, String> {
 /// The record row, read directly (not through the proxy).
 async fn pg_record(db: &PgPool) -> Result<(u64, u64), sqlx::Error> {
     let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT max_users, max_visitors FROM whos_online_record WHERE id = 1")
+        sqlx::query_as("SELECT max_users, max_visitors FROM whos_online_site_record")
             .fetch_optional(db)
             .await?;
     Ok(row.map_or((0, 0), |(u, v)| (u as u64, v as u64)))

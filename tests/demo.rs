@@ -345,11 +345,10 @@ async fn record_after_tick(stack: Stack) {
 
     if let Some(pg) = &demo.pg {
         // Postgres holds the truth, in the table the demo's migration created.
-        let max_users: i64 =
-            sqlx::query_scalar("SELECT max_users FROM whos_online_record WHERE id = 1")
-                .fetch_one(pg)
-                .await
-                .expect("record row");
+        let max_users: i64 = sqlx::query_scalar("SELECT max_users FROM whos_online_site_record")
+            .fetch_one(pg)
+            .await
+            .expect("record row");
         assert_eq!(max_users, 1);
     }
 

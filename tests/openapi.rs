@@ -90,6 +90,22 @@ async fn served_responses_match_the_document(stack: Stack) {
         assert!(events[status].is_object(), "{status}");
     }
     assert!(events["200"]["content"]["text/event-stream"].is_object());
+
+    // The history: its entries, a 400 and its 304 are documented.
+    let (status, history) = site.get_json("/stats/history?days=3").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(history["days"].as_array().unwrap().len(), 3);
+    assert!(history["days"][2]["max_users_at"].is_string());
+    validate(&doc, "/stats/history", 200, &history);
+    let (status, err) = site.get_json("/stats/history?days=0").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    validate(&doc, "/stats/history", 400, &err);
+    let responses = &doc["paths"]["/stats/history"]["get"]["responses"];
+    assert!(responses["304"].is_object() && responses["503"].is_object());
+    let day = &doc["components"]["schemas"]["Day"]["properties"];
+    for field in ["day", "max_bots_at", "distinct_users", "distinct_visitors"] {
+        assert!(day[field].is_object(), "{field}");
+    }
 }
 
 async fn the_document_can_be_turned_off(stack: Stack) {

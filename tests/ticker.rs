@@ -458,7 +458,8 @@ async fn a_hand_lowered_record_is_raised_to_the_real_peak() {
     assert_eq!(site.whos.tick_now().await.unwrap().record.max_visitors, 49);
 
     let pg = site.pg.clone().unwrap();
-    sqlx::query("UPDATE whos_online_record SET max_visitors = 5 WHERE id = 1")
+    sqlx::query("UPDATE whos_online_site_record SET max_visitors = 5 WHERE site = $1")
+        .bind(&site.prefix)
         .execute(&pg)
         .await
         .unwrap();

@@ -1,12 +1,13 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::NaiveDate;
 
 use super::{
-    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, MemberKind, PlaceCount, PresenceStore,
-    Snapshot, bot_place_member, bot_places,
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Distinct, HiddenUsers, Marked, MemberKind,
+    PlaceCount, PresenceStore, Snapshot, Tally, bot_place_member, bot_places,
 };
 use crate::places::{DEFAULT_MAX_PLACES, OTHER_PLACE};
 use crate::record::RecordCache;
@@ -55,6 +56,49 @@ struct Inner {
     cache: Option<(Record, Instant)>,
     /// Visitor key secrets by day; only the current and the previous day kept.
     secrets: Vec<(String, String)>,
+    /// The distinct members of the last three days (see [`DayMembers`]).
+    days: BTreeMap<NaiveDate, DayMembers>,
+}
+
+/// The distinct members of one UTC day, exactly: each set holds up to the
+/// member cap, beyond which it stops growing (its count is then a lower bound),
+/// so that a flood of addresses cannot grow the process without bound.
+#[derive(Debug, Default)]
+struct DayMembers {
+    users: HashSet<String>,
+    hidden: HashSet<String>,
+    visitors: HashSet<String>,
+}
+
+impl DayMembers {
+    fn add(set: &mut HashSet<String>, members: &[String], max: Option<usize>) {
+        for m in members {
+            if max.is_some_and(|max| set.len() >= max) {
+                return;
+            }
+            if !set.contains(m) {
+                set.insert(m.clone());
+            }
+        }
+    }
+
+    fn distinct(&self, day: NaiveDate, hidden: HiddenUsers) -> Distinct {
+        let union = |a: &HashSet<String>, b: &HashSet<String>| {
+            (a.len() + b.iter().filter(|m| !a.contains(*m)).count()) as u64
+        };
+        match hidden {
+            HiddenUsers::AsVisitors => Distinct {
+                day,
+                users: self.users.len() as u64,
+                visitors: union(&self.visitors, &self.hidden),
+            },
+            _ => Distinct {
+                day,
+                users: union(&self.users, &self.hidden),
+                visitors: self.visitors.len() as u64,
+            },
+        }
+    }
 }
 
 /// Members with their last-seen times, indexed both ways.
@@ -389,6 +433,19 @@ impl PresenceStore for MemoryPresence {
             inner.bots.remove(m);
             inner.places.remove(&place_key(MemberKind::Bot, m));
         }
+        if let Some(day) = chrono::DateTime::from_timestamp(at, 0).map(|t| t.date_naive()) {
+            let max = self.max_members;
+            let members = inner.days.entry(day).or_default();
+            DayMembers::add(&mut members.users, &batch.users, max);
+            DayMembers::add(&mut members.hidden, &batch.hidden_users, max);
+            if keyed_ok {
+                DayMembers::add(&mut members.visitors, &batch.visitors, max);
+            }
+            // The day, and two before it for a late tick to read.
+            while inner.days.len() > 3 {
+                inner.days.pop_first();
+            }
+        }
         marked.other_places = inner.place(at, batch, self.max_places);
         let max = self.max_members;
         for (set, members) in [
@@ -406,6 +463,13 @@ impl PresenceStore for MemoryPresence {
     }
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
+        Ok(self
+            .tally(cutoff, &[], HiddenUsers::default())
+            .await?
+            .counts)
+    }
+
+    async fn tally(&self, cutoff: i64, days: &[NaiveDate], hidden: HiddenUsers) -> Result<Tally> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         for set in [
@@ -418,12 +482,17 @@ impl PresenceStore for MemoryPresence {
             set.prune(cutoff);
         }
         inner.prune_places(cutoff);
-        Ok(Counts {
+        let counts = Counts {
             users: (inner.users.len() + inner.hidden.len()) as u64,
             hidden: inner.hidden.len() as u64,
             visitors: inner.visitors.len() as u64,
             bots: inner.bots.len() as u64,
-        })
+        };
+        let distinct = days
+            .iter()
+            .filter_map(|d| Some(inner.days.get(d)?.distinct(*d, hidden)))
+            .collect();
+        Ok(Tally::new(counts, distinct))
     }
 
     async fn last_seen(&self, name: &str) -> Result<Option<i64>> {

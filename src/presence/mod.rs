@@ -11,6 +11,7 @@ mod memory;
 mod redis;
 
 use async_trait::async_trait;
+use chrono::NaiveDate;
 
 pub use self::memory::MemoryPresence;
 pub use self::redis::{RedisPresence, redis_cluster_pool, redis_pool};
@@ -307,6 +308,42 @@ impl Snapshot {
     }
 }
 
+/// How many distinct users and visitors a store saw on one UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Distinct {
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// Distinct users, by name (hidden ones too, unless counted as visitors:
+    /// see [`HiddenUsers`]).
+    pub users: u64,
+    /// Distinct visitors, by pseudonym (and hidden users, when counted as
+    /// visitors).
+    pub visitors: u64,
+}
+
+/// What one tick reads from a presence store: the counts after pruning and the
+/// distinct members of some days.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tally {
+    /// Members within the window after pruning, by kind (hidden users as
+    /// users: the ticker applies [`HiddenUsers`] to them).
+    pub counts: Counts,
+    /// The distinct members of each asked-for day the store knows of.
+    pub distinct: Vec<Distinct>,
+}
+
+impl Tally {
+    /// A tally of `counts` and the distinct members of `distinct`'s days.
+    pub fn new(counts: Counts, distinct: Vec<Distinct>) -> Self {
+        Self { counts, distinct }
+    }
+}
+
+/// How long a presence store keeps a day's distinct members: the day, and two
+/// more for a tick late after midnight to read the day's final count.
+pub const DISTINCT_TTL_SECS: u64 = 3 * 24 * 60 * 60;
+
 /// Where last-seen times are kept.
 ///
 /// Times are unix seconds. `cutoff` is the oldest last-seen time that still counts
@@ -322,6 +359,17 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Removes members last seen before `cutoff` and counts what remains.
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts>;
+
+    /// What a tick reads, in one round trip: as
+    /// [`prune_and_count`](Self::prune_and_count), and how many distinct users
+    /// and visitors were seen on each of `days` (UTC, by the day of the time
+    /// each batch was [marked](Self::mark_seen) at), hidden users counted as
+    /// `hidden` says. The default knows no distinct members: the history then
+    /// keeps zeros for them.
+    async fn tally(&self, cutoff: i64, days: &[NaiveDate], hidden: HiddenUsers) -> Result<Tally> {
+        let _ = (days, hidden);
+        Ok(Tally::new(self.prune_and_count(cutoff).await?, Vec::new()))
+    }
 
     /// Who is online: members seen at or after `cutoff`, whether or not pruning has
     /// run. At most `limit` users listed, the most recently seen, with their

@@ -1,11 +1,13 @@
-//! The all-time record: the store seam and its Postgres and in-memory
-//! implementations, the cache seam, and the two composed.
+//! The all-time record and the daily history: the store seams and their
+//! Postgres and in-memory implementations, the record's cache seam, and the
+//! record store and its cache composed.
 //!
 //! Postgres is the truth; Redis holds a cache of it (a [`RecordCache`]). The
 //! ticker reads and writes the record store through the cache
 //! (`caching.rs`), so neither implementation knows the other.
 
 mod caching;
+mod history;
 mod memory;
 mod postgres;
 
@@ -16,10 +18,15 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 
 pub(crate) use caching::CachingRecord;
+pub use history::{DEFAULT_HISTORY_DAYS, Day, History, HistoryStore, MAX_HISTORY_READ};
 pub use memory::MemoryRecord;
 pub use postgres::{MIGRATIONS, PostgresRecord, migrate};
 
 use crate::Result;
+
+/// The site a [`PostgresRecord`] keeps unless told another: the default
+/// [`prefix`](crate::Builder::prefix).
+pub(crate) const DEFAULT_SITE: &str = "whos_online";
 
 /// The highest counts ever seen, and when each was first reached.
 ///

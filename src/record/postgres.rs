@@ -1,10 +1,12 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::{Record, RecordStore};
+use super::{Day, HistoryStore, Record, RecordStore};
 use crate::{Error, Result};
 
 /// The crate's migrations, in order: `(version, name, sql)`. Applied by [`migrate`];
@@ -19,6 +21,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "whos_online_record_generation",
         include_str!("../../migrations/0002_whos_online_record_generation.sql"),
+    ),
+    (
+        3,
+        "whos_online_sites_and_days",
+        include_str!("../../migrations/0003_whos_online_sites_and_days.sql"),
     ),
 ];
 
@@ -68,20 +75,33 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// The record in Postgres, table `whos_online_record` (one row). Run [`migrate`]
-/// once before use.
+/// The record and the daily history of one site in Postgres: tables
+/// `whos_online_site_record` (one row per site) and `whos_online_day` (one row
+/// per site and UTC day). Run [`migrate`] once before use.
+///
+/// The site is the installation's [`prefix`](crate::Builder::prefix): the
+/// builder's [`postgres`](crate::Builder::postgres) names it, so two
+/// installations with different prefixes share a database but not a record.
+/// The record of before the per-site tables (migration 3) is adopted by the
+/// first site that reads or writes its record and has none yet.
 #[derive(Debug, Clone)]
 pub struct PostgresRecord {
     pool: PgPool,
     timeout: Duration,
+    site: Arc<str>,
+    /// Whether this process has offered to adopt the record of before.
+    adopted: Arc<AtomicBool>,
 }
 
 impl PostgresRecord {
-    /// A store over `pool`; each query is given up after 2 seconds.
+    /// A store over `pool` for the site [`DEFAULT_PREFIX`](crate::DEFAULT_PREFIX);
+    /// each query is given up after 2 seconds.
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
             timeout: Duration::from_secs(2),
+            site: Arc::from(super::DEFAULT_SITE),
+            adopted: Arc::default(),
         }
     }
 
@@ -89,6 +109,18 @@ impl PostgresRecord {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Keeps the record and the history of the site `site` (the builder sets it
+    /// to its [`prefix`](crate::Builder::prefix)).
+    pub fn with_site(mut self, site: &str) -> Self {
+        self.site = Arc::from(site);
+        self
+    }
+
+    /// The site whose record and history this store keeps.
+    pub fn site(&self) -> &str {
+        &self.site
     }
 
     /// The underlying pool.
@@ -105,6 +137,33 @@ impl PostgresRecord {
             }),
         }
     }
+
+    /// Once per process, before the first use of the record: the record of
+    /// before the per-site tables (kept under the empty site name by migration
+    /// 3) becomes this site's, unless this site has a record already or another
+    /// site took it. One statement, so of two sites starting at once exactly
+    /// one gets it.
+    async fn adopt_legacy(&self) -> Result<()> {
+        if self.adopted.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let adopted = self
+            .timed(
+                sqlx::query(
+                    "UPDATE whos_online_site_record SET site = $1
+                     WHERE site = '' AND NOT EXISTS
+                         (SELECT 1 FROM whos_online_site_record WHERE site = $1)",
+                )
+                .bind(&*self.site)
+                .execute(&self.pool),
+            )
+            .await?;
+        if adopted.rows_affected() > 0 {
+            tracing::info!(site = %self.site, "whos-online: this site took over the record kept before per-site records");
+        }
+        self.adopted.store(true, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 type Row = (i64, Option<DateTime<Utc>>, i64, Option<DateTime<Utc>>, i64);
@@ -112,13 +171,14 @@ type Row = (i64, Option<DateTime<Utc>>, i64, Option<DateTime<Utc>>, i64);
 /// The columns of a [`Row`], in order.
 const COLUMNS: &str = "max_users, max_users_date, max_visitors, max_visitors_date, generation";
 
+fn count(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::Corrupt {
+        store: "postgres",
+        detail: format!("negative number {v}"),
+    })
+}
+
 fn from_row(row: Row) -> Result<Record> {
-    let count = |v: i64| {
-        u64::try_from(v).map_err(|_| Error::Corrupt {
-            store: "postgres",
-            detail: format!("negative number {v}"),
-        })
-    };
     Ok(Record {
         max_users: count(row.0)?,
         max_users_date: row.1,
@@ -135,11 +195,13 @@ fn to_i64(v: u64) -> i64 {
 #[async_trait]
 impl RecordStore for PostgresRecord {
     async fn load(&self) -> Result<Record> {
+        self.adopt_legacy().await?;
         let row: Option<Row> = self
             .timed(
                 sqlx::query_as(&format!(
-                    "SELECT {COLUMNS} FROM whos_online_record WHERE id = 1"
+                    "SELECT {COLUMNS} FROM whos_online_site_record WHERE site = $1"
                 ))
+                .bind(&*self.site)
                 .fetch_optional(&self.pool),
             )
             .await?;
@@ -147,6 +209,7 @@ impl RecordStore for PostgresRecord {
     }
 
     async fn raise(&self, c: &Record) -> Result<Record> {
+        self.adopt_legacy().await?;
         // One statement, so concurrent raisers (and a reset) serialise on the row
         // lock: each count only ever moves up, and its date moves only when it
         // does. The SET expressions all read the row as it was before this update.
@@ -154,10 +217,10 @@ impl RecordStore for PostgresRecord {
         let row: Row = self
             .timed(
                 sqlx::query_as(&format!(
-                    "INSERT INTO whos_online_record AS r
-                         (id, max_users, max_users_date, max_visitors, max_visitors_date)
-                     VALUES (1, $1, $2, $3, $4)
-                     ON CONFLICT (id) DO UPDATE SET
+                    "INSERT INTO whos_online_site_record AS r
+                         (site, max_users, max_users_date, max_visitors, max_visitors_date)
+                     VALUES ($6, $1, $2, $3, $4)
+                     ON CONFLICT (site) DO UPDATE SET
                          max_users = CASE WHEN $5 >= r.generation
                              THEN GREATEST(r.max_users, EXCLUDED.max_users) ELSE r.max_users END,
                          max_users_date = CASE WHEN $5 >= r.generation
@@ -176,6 +239,7 @@ impl RecordStore for PostgresRecord {
                 .bind(to_i64(c.max_visitors))
                 .bind(c.max_visitors_date)
                 .bind(to_i64(c.generation))
+                .bind(&*self.site)
                 .fetch_one(&self.pool),
             )
             .await?;
@@ -183,19 +247,23 @@ impl RecordStore for PostgresRecord {
     }
 
     async fn reset(&self, to: &Record) -> Result<Record> {
+        self.adopt_legacy().await?;
         // One transaction holding the row lock from the read to the write, so the
         // check against the stored record and the bump of the generation are one
         // step for every concurrent raiser or resetter.
         let work = async {
             let mut tx = self.pool.begin().await?;
             sqlx::query(
-                "INSERT INTO whos_online_record (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO whos_online_site_record (site) VALUES ($1)
+                 ON CONFLICT (site) DO NOTHING",
             )
+            .bind(&*self.site)
             .execute(&mut *tx)
             .await?;
             let row: Row = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM whos_online_record WHERE id = 1 FOR UPDATE"
+                "SELECT {COLUMNS} FROM whos_online_site_record WHERE site = $1 FOR UPDATE"
             ))
+            .bind(&*self.site)
             .fetch_one(&mut *tx)
             .await?;
             let new = match from_row(row).and_then(|current| current.reset_to(to)) {
@@ -204,20 +272,133 @@ impl RecordStore for PostgresRecord {
                 Err(e) => return Ok(Err(e)),
             };
             sqlx::query(
-                "UPDATE whos_online_record SET max_users = $1, max_users_date = $2,
+                "UPDATE whos_online_site_record SET max_users = $1, max_users_date = $2,
                      max_visitors = $3, max_visitors_date = $4, generation = $5
-                 WHERE id = 1",
+                 WHERE site = $6",
             )
             .bind(to_i64(new.max_users))
             .bind(new.max_users_date)
             .bind(to_i64(new.max_visitors))
             .bind(new.max_visitors_date)
             .bind(to_i64(new.generation))
+            .bind(&*self.site)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(Ok(new))
         };
         self.timed(work).await?
+    }
+}
+
+/// A row of `whos_online_day`, in [`DAY_COLUMNS`] order.
+type DayRow = (
+    NaiveDate,
+    i64,
+    Option<DateTime<Utc>>,
+    i64,
+    Option<DateTime<Utc>>,
+    i64,
+    Option<DateTime<Utc>>,
+    i64,
+    i64,
+);
+
+const DAY_COLUMNS: &str = "day, max_users, max_users_at, max_visitors, max_visitors_at, \
+                           max_bots, max_bots_at, distinct_users, distinct_visitors";
+
+fn from_day_row(r: DayRow) -> Result<Day> {
+    Ok(Day {
+        day: r.0,
+        max_users: count(r.1)?,
+        max_users_at: r.2,
+        max_visitors: count(r.3)?,
+        max_visitors_at: r.4,
+        max_bots: count(r.5)?,
+        max_bots_at: r.6,
+        distinct_users: count(r.7)?,
+        distinct_visitors: count(r.8)?,
+    })
+}
+
+#[async_trait]
+impl HistoryStore for PostgresRecord {
+    async fn raise_days(
+        &self,
+        seen: &[Day],
+        keep_from: Option<NaiveDate>,
+        from: NaiveDate,
+    ) -> Result<Vec<Day>> {
+        // A day about to be deleted is not raised: one statement must not both
+        // update and delete a row.
+        let seen: Vec<&Day> = seen
+            .iter()
+            .filter(|d| keep_from.is_none_or(|k| d.day >= k))
+            .collect();
+        let col = |f: fn(&Day) -> u64| seen.iter().map(|d| to_i64(f(d))).collect::<Vec<i64>>();
+        let at = |f: fn(&Day) -> Option<DateTime<Utc>>| {
+            seen.iter()
+                .map(|d| f(d))
+                .collect::<Vec<Option<DateTime<Utc>>>>()
+        };
+        // One statement: the raise-only upsert of each seen day (the SET
+        // expressions read the row as it was), the retention delete, and the
+        // read of the range. The final SELECT sees the table as it was before
+        // the statement, so raised days are taken from the upsert's RETURNING.
+        let sql = format!(
+            "WITH seen AS (
+                 SELECT * FROM unnest($2::date[], $3::bigint[], $4::timestamptz[],
+                     $5::bigint[], $6::timestamptz[], $7::bigint[], $8::timestamptz[],
+                     $9::bigint[], $10::bigint[])
+                 AS t({DAY_COLUMNS})
+             ),
+             raised AS (
+                 INSERT INTO whos_online_day AS d (site, {DAY_COLUMNS})
+                 SELECT $1, {DAY_COLUMNS} FROM seen
+                 ON CONFLICT (site, day) DO UPDATE SET
+                     max_users = GREATEST(d.max_users, EXCLUDED.max_users),
+                     max_users_at = CASE WHEN EXCLUDED.max_users > d.max_users
+                         THEN EXCLUDED.max_users_at ELSE d.max_users_at END,
+                     max_visitors = GREATEST(d.max_visitors, EXCLUDED.max_visitors),
+                     max_visitors_at = CASE WHEN EXCLUDED.max_visitors > d.max_visitors
+                         THEN EXCLUDED.max_visitors_at ELSE d.max_visitors_at END,
+                     max_bots = GREATEST(d.max_bots, EXCLUDED.max_bots),
+                     max_bots_at = CASE WHEN EXCLUDED.max_bots > d.max_bots
+                         THEN EXCLUDED.max_bots_at ELSE d.max_bots_at END,
+                     distinct_users = GREATEST(d.distinct_users, EXCLUDED.distinct_users),
+                     distinct_visitors = GREATEST(d.distinct_visitors, EXCLUDED.distinct_visitors)
+                 RETURNING {DAY_COLUMNS}
+             ),
+             gone AS (
+                 DELETE FROM whos_online_day
+                 WHERE site = $1 AND $11::date IS NOT NULL AND day < $11::date
+             )
+             SELECT {DAY_COLUMNS} FROM raised WHERE day >= $12
+             UNION ALL
+             SELECT {DAY_COLUMNS} FROM whos_online_day
+             WHERE site = $1 AND day >= $12
+                 AND ($11::date IS NULL OR day >= $11::date)
+                 AND day NOT IN (SELECT day FROM raised)
+             ORDER BY day"
+        );
+        let rows: Vec<DayRow> = self
+            .timed(
+                sqlx::query_as(&sql)
+                    .bind(&*self.site)
+                    .bind(seen.iter().map(|d| d.day).collect::<Vec<NaiveDate>>())
+                    .bind(col(|d| d.max_users))
+                    .bind(at(|d| d.max_users_at))
+                    .bind(col(|d| d.max_visitors))
+                    .bind(at(|d| d.max_visitors_at))
+                    .bind(col(|d| d.max_bots))
+                    .bind(at(|d| d.max_bots_at))
+                    .bind(col(|d| d.distinct_users))
+                    .bind(col(|d| d.distinct_visitors))
+                    .bind(keep_from)
+                    .bind(from)
+                    .fetch_all(&self.pool),
+            )
+            .await?;
+        rows.into_iter().map(from_day_row).collect()
     }
 }

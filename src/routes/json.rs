@@ -373,6 +373,47 @@ pub(super) async fn stats(
     Ok(serve(&fragment, &headers, Which::Stats))
 }
 
+/// The daily history, from the copy each tick reads.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    get,
+    path = "/stats/history",
+    params(
+        ("days" = Option<u32>, Query, minimum = 1, maximum = 366,
+         description = "How many UTC days, ending today: 1 to 366, default 30."),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag of an earlier answer: 304 while the body is the same."),
+    ),
+    responses(
+        (status = 200, description = "One entry per UTC day, oldest first, ending today (zeros for days without data): \
+                                      the peaks of users, visitors and bots and when each was first reached, and the \
+                                      distinct users and visitors of the day (HyperLogLog estimates with Redis, \
+                                      standard error 0.81%). `as_of` is when the history was last read from its store \
+                                      (each tick); today's peaks are never below the current counts. \
+                                      `Cache-Control: max-age=` the refresh interval; a strong `ETag`.",
+         body = crate::History),
+        (status = 304, description = "The body named in If-None-Match is still current"),
+        (status = 400, description = "Bad query string (`days` out of range, not a number, repeated, or an unknown key)",
+         body = super::ErrorBody),
+        (status = 503, description = "No history read yet since start (its store has not answered), or none is kept",
+         body = super::ErrorBody),
+    ),
+))]
+pub(super) async fn history(
+    State(fragment): State<Fragment>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let days = super::parse_history(&uri)?;
+    let history = fragment.whos.history(days).map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("history unavailable: {e}"),
+        )
+    })?;
+    let json = to_json(&history);
+    let etag = etag_of(&json);
+    Ok(answer(&headers, json.into(), etag, &max_age(&fragment)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

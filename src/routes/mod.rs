@@ -1,10 +1,10 @@
 //! The router fragment: `GET /online` (also per place), `GET /online/places`,
-//! `GET /stats` and `GET /online/events`,
+//! `GET /stats`, `GET /stats/history` and `GET /online/events`,
 //! all served from the instance's [`View`](crate::View): no request reads Redis
 //! or Postgres.
 //!
-//! * `json.rs`: `/online` and `/stats`, with their bodies encoded once per
-//!   refresh, strong `ETag`s and `304 Not Modified`.
+//! * `json.rs`: `/online`, `/stats` and `/stats/history`, with strong `ETag`s
+//!   and `304 Not Modified` (the view's bodies encoded once per refresh).
 //! * `events.rs`: the server-sent event stream of changes.
 //! * `admin.rs`: `GET /online/detail`, who is where, in a fragment of its own
 //!   for the host to mount behind its authorisation.
@@ -100,15 +100,48 @@ fn parse_limit(uri: &axum::http::Uri, ceiling: u32) -> Result<usize, ApiError> {
 
 /// A `limit` from `low` to `high`, `default` when absent.
 fn limit_in(raw: Option<String>, low: u32, high: u32, default: u32) -> Result<usize, ApiError> {
+    number_in("limit", raw, low, high, default).map(|n| n as usize)
+}
+
+/// The query parameter `name` as a whole number from `low` to `high`,
+/// `default` when absent.
+fn number_in(
+    name: &str,
+    raw: Option<String>,
+    low: u32,
+    high: u32,
+    default: u32,
+) -> Result<u32, ApiError> {
     let Some(raw) = raw else {
-        return Ok(default as usize);
+        return Ok(default);
     };
     match raw.parse::<u32>() {
-        Ok(n) if (low..=high).contains(&n) => Ok(n as usize),
+        Ok(n) if (low..=high).contains(&n) => Ok(n),
         _ => Err(ApiError::bad_request(format!(
-            "limit must be a whole number from {low} to {high}"
+            "{name} must be a whole number from {low} to {high}"
         ))),
     }
+}
+
+/// The query of `/stats/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    days: Option<String>,
+}
+
+/// How many days `/stats/history` answers with unless asked.
+const DEFAULT_HISTORY_DAYS_SHOWN: u32 = 30;
+
+fn parse_history(uri: &axum::http::Uri) -> Result<u32, ApiError> {
+    let q: HistoryQuery = parse_query(uri)?;
+    number_in(
+        "days",
+        q.days,
+        1,
+        crate::MAX_HISTORY_READ,
+        DEFAULT_HISTORY_DAYS_SHOWN,
+    )
 }
 
 /// The `limit` and `place` of `/online`: a place is 1 to
@@ -161,7 +194,8 @@ fn route<S: Clone + Send + Sync + 'static>(method: MethodRouter<S>) -> MethodRou
 
 impl WhosOnline {
     /// The router fragment: `GET /online` (`?place=P` for one place),
-    /// `GET /online/places`, `GET /stats` and `GET /online/events` (and, with
+    /// `GET /online/places`, `GET /stats`, `GET /stats/history` and
+    /// `GET /online/events` (and, with
     /// the `openapi` feature,
     /// `GET /openapi.json`). Merge or nest it into your app; it carries its own
     /// state, so it fits a router of any state type.
@@ -185,6 +219,7 @@ impl WhosOnline {
             .route("/online", route(get(json::online)))
             .route("/online/places", route(get(json::places)))
             .route("/stats", route(get(json::stats)))
+            .route("/stats/history", route(get(json::history)))
             .route("/online/events", route(get(events::online_events)));
         #[cfg(feature = "openapi")]
         let router = if self.shared.serve_openapi {

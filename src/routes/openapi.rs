@@ -13,12 +13,13 @@ use super::json::{OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse};
 #[openapi(
     info(
         title = "whos-online",
-        description = "Who is online, and the all-time record."
+        description = "Who is online, the all-time record, and the daily history."
     ),
     paths(
         super::json::online,
         super::json::places,
         super::json::stats,
+        super::json::history,
         super::events::online_events,
         super::admin::detail
     ),
@@ -31,6 +32,8 @@ use super::json::{OnlineResponse, PlaceEntry, PlacesResponse, StatsResponse};
         StatsResponse,
         OnlineEvent,
         crate::Record,
+        crate::History,
+        crate::Day,
         ErrorBody
     ))
 )]

@@ -11,14 +11,14 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::DateTime;
+use chrono::{DateTime, NaiveDate};
 use deadpool_redis::redis::{self, Script, aio::ConnectionLike};
 use deadpool_redis::{Pool, Runtime, cluster};
 
 pub(crate) use self::lease::{TickLease, new_instance_id};
 use super::{
-    Batch, Counts, DEFAULT_MAX_MEMBERS, DaySecrets, Marked, MemberKind, PlaceCount, PresenceStore,
-    Snapshot,
+    Batch, Counts, DEFAULT_MAX_MEMBERS, DISTINCT_TTL_SECS, DaySecrets, Distinct, HiddenUsers,
+    Marked, MemberKind, PlaceCount, PresenceStore, Snapshot, Tally,
 };
 use crate::clock::ServerClock;
 use crate::places::OTHER_PLACE;
@@ -33,11 +33,9 @@ const ZADD_PART: usize = 1_000;
 /// One pool policy for both pool kinds (their builders are distinct types): at most
 /// 16 connections, and waiting for, creating and recycling one each bounded to 1 s.
 macro_rules! bounded_pool {
-    ($config:expr) => {{
+    ($builder:expr) => {{
         let timeout = Some(Duration::from_secs(1));
-        $config
-            .builder()
-            .map_err(|e| Error::RedisConfig(e.to_string()))?
+        $builder
             .max_size(16)
             .wait_timeout(timeout)
             .create_timeout(timeout)
@@ -51,8 +49,19 @@ macro_rules! bounded_pool {
 /// Builds a `deadpool-redis` pool with the timeouts this crate relies on: waiting
 /// for a connection, creating one and recycling one are each bounded, so a dead or
 /// paused Redis makes a background task fail fast instead of hanging.
+///
+/// Its connections keep no per-reply timeout of their own (the `redis` crate's
+/// default is 500 ms): every call the store makes is already bounded by
+/// [`RedisPresence::with_timeout`] (default 2 s), and a write of many members, or
+/// a prune of many, on a loaded machine can take longer than 500 ms to answer
+/// without anything being wrong.
 pub fn redis_pool(url: &str) -> Result<Pool> {
-    bounded_pool!(deadpool_redis::Config::from_url(url))
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(None);
+    let manager = deadpool_redis::Manager::new_with_config(url, config)
+        .map_err(|e| Error::RedisConfig(e.to_string()))?;
+    bounded_pool!(Pool::builder(manager))
 }
 
 /// Builds a `deadpool-redis` pool onto a Redis Cluster, from the addresses of one
@@ -60,7 +69,11 @@ pub fn redis_pool(url: &str) -> Result<Pool> {
 /// [`redis_pool`]. Hand it to [`Builder::redis_cluster`](crate::Builder::redis_cluster).
 pub fn redis_cluster_pool<S: AsRef<str>>(urls: &[S]) -> Result<cluster::Pool> {
     let urls: Vec<String> = urls.iter().map(|u| u.as_ref().to_owned()).collect();
-    bounded_pool!(cluster::Config::from_urls(urls))
+    bounded_pool!(
+        cluster::Config::from_urls(urls)
+            .builder()
+            .map_err(|e| Error::RedisConfig(e.to_string()))?
+    )
 }
 
 /// One Redis server, or a Redis Cluster: the two pool kinds behind one store.
@@ -461,8 +474,9 @@ return done
 /// Members [`PRUNE_PLACED`] handles per call: a few milliseconds of Redis.
 const PRUNE_STEP: usize = 2_000;
 
-/// `ZADD GT` of keyed members (ARGV[3..]) at ARGV[2] into KEYS[1], only while
-/// the day's secret (KEYS[2]) is the one they were derived from (ARGV[1]).
+/// `ZADD GT` of keyed members (ARGV[3..]) at ARGV[2] into KEYS[1], and `PFADD`
+/// of them into the day's distinct members KEYS[3] when given, only while the
+/// day's secret (KEYS[2]) is the one they were derived from (ARGV[1]).
 /// Returns 1 when written, 0 when the secret differs.
 const ADD_IF_KEYED: &str = r"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then
@@ -474,6 +488,9 @@ for i = 3, #ARGV do
   args[#args + 1] = ARGV[i]
 end
 redis.call('ZADD', KEYS[1], 'GT', unpack(args))
+if KEYS[3] then
+  redis.call('PFADD', KEYS[3], unpack(ARGV, 3))
+end
 return 1
 ";
 
@@ -506,6 +523,9 @@ pub struct RedisPresence {
     where_key: String,
     places_key: String,
     bot_places_key: String,
+    /// Prefix of the day's distinct members: `{prefix}:distinct:users:YYYY-MM-DD`,
+    /// and `:hidden:`, `:visitors:` (HyperLogLogs).
+    distinct_prefix: String,
     server_clock: Option<Arc<ServerClock>>,
     timeout: Duration,
     /// A key of this store alone, set by every write: missing at a write that
@@ -569,6 +589,7 @@ impl RedisPresence {
             where_key: format!("{{{prefix}}}:where"),
             places_key: format!("{{{prefix}}}:places"),
             bot_places_key: format!("{{{prefix}}}:bot-places"),
+            distinct_prefix: format!("{{{prefix}}}:distinct"),
             server_clock: None,
             timeout: Duration::from_secs(2),
             marker: format!(
@@ -578,6 +599,12 @@ impl RedisPresence {
             last_write: Arc::default(),
             places_cache: Arc::default(),
         }
+    }
+
+    /// The HyperLogLog of the distinct `kind` (`users`, `hidden`, `visitors`)
+    /// seen on `day`.
+    fn distinct_key(&self, kind: &str, day: NaiveDate) -> String {
+        format!("{}:{kind}:{day}", self.distinct_prefix)
     }
 
     /// The four member sets, in the order the place scripts take them.
@@ -940,6 +967,16 @@ fn corrupt_write(detail: String) -> Error {
     }
 }
 
+/// One reply of a pipeline read as a list of values: an error when it is
+/// missing or of another type.
+fn reply<T: redis::FromRedisValue>(value: Option<redis::Value>) -> Result<T> {
+    let value = value.ok_or_else(|| Error::Corrupt {
+        store: "redis",
+        detail: "a pipeline answered fewer replies than it sent commands".into(),
+    })?;
+    redis::from_redis_value(value).map_err(|e| Error::Redis(e.into()))
+}
+
 fn date_arg(d: Option<DateTime<chrono::Utc>>) -> String {
     d.map(|d| d.timestamp().to_string()).unwrap_or_default()
 }
@@ -989,16 +1026,34 @@ impl PresenceStore for RedisPresence {
             Placed,
         }
         let mut replies_wanted = Vec::new();
-        for (key, members, keyed, tag) in [
-            (&self.users, &batch.users, false, Some("u:")),
-            (&self.hidden, &batch.hidden_users, false, Some("u:")),
-            (&self.visitors, &batch.visitors, true, Some("v:")),
-            (&self.bots, &batch.bots, true, Some("b:")),
-            (&self.bot_names, &batch.bot_names, false, None),
+        // The day's distinct members: by the day of the time the batch is
+        // stamped with, in the same pipeline.
+        let day = DateTime::from_timestamp(at, 0).map(|t| t.date_naive());
+        for (key, members, keyed, tag, distinct) in [
+            (&self.users, &batch.users, false, Some("u:"), Some("users")),
+            (
+                &self.hidden,
+                &batch.hidden_users,
+                false,
+                Some("u:"),
+                Some("hidden"),
+            ),
+            (
+                &self.visitors,
+                &batch.visitors,
+                true,
+                Some("v:"),
+                Some("visitors"),
+            ),
+            (&self.bots, &batch.bots, true, Some("b:"), None),
+            (&self.bot_names, &batch.bot_names, false, None, None),
         ] {
             if members.is_empty() {
                 continue;
             }
+            let distinct = distinct
+                .zip(day)
+                .map(|(kind, day)| self.distinct_key(kind, day));
             // In parts: Redis serves other clients between commands, and this
             // worker serves requests between parts.
             for (i, part) in members.chunks(ZADD_PART).enumerate() {
@@ -1007,14 +1062,12 @@ impl PresenceStore for RedisPresence {
                 }
                 match (keyed, &batch.keyed_by, &secret_key) {
                     (true, Some(day), Some(secret_key)) => {
-                        let cmd = pipe
-                            .cmd("EVAL")
-                            .arg(ADD_IF_KEYED)
-                            .arg(2)
-                            .arg(key)
-                            .arg(secret_key)
-                            .arg(&day.expected)
-                            .arg(at);
+                        let cmd = pipe.cmd("EVAL").arg(ADD_IF_KEYED);
+                        match &distinct {
+                            Some(d) => cmd.arg(3).arg(key).arg(secret_key).arg(d),
+                            None => cmd.arg(2).arg(key).arg(secret_key),
+                        };
+                        cmd.arg(&day.expected).arg(at);
                         for m in part {
                             cmd.arg(m);
                         }
@@ -1026,8 +1079,14 @@ impl PresenceStore for RedisPresence {
                             cmd.arg(at).arg(m);
                         }
                         cmd.ignore();
+                        if let Some(d) = &distinct {
+                            pipe.cmd("PFADD").arg(d).arg(part).ignore();
+                        }
                     }
                 }
+            }
+            if let Some(d) = &distinct {
+                pipe.cmd("EXPIRE").arg(d).arg(DISTINCT_TTL_SECS).ignore();
             }
             if let Some(max) = self.max_members {
                 // Keep the `max` most recently seen: drop ranks 0 .. len-max-1.
@@ -1165,6 +1224,13 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn prune_and_count(&self, cutoff: i64) -> Result<Counts> {
+        Ok(self
+            .tally(cutoff, &[], HiddenUsers::default())
+            .await?
+            .counts)
+    }
+
+    async fn tally(&self, cutoff: i64, days: &[NaiveDate], hidden: HiddenUsers) -> Result<Tally> {
         let mut conn = self.conn().await?;
         let cutoff = match self.sync_first(&mut conn).await? {
             Some(clock) => clock.shift(cutoff),
@@ -1211,22 +1277,56 @@ impl PresenceStore for RedisPresence {
         for key in keys {
             pipe.cmd("ZCARD").arg(key);
         }
+        // Each day's distinct users and visitors: PFCOUNT of several keys counts
+        // their union, so hidden users join the kind they are counted as.
+        for &day in days {
+            let (users, hidden_key, visitors) = (
+                self.distinct_key("users", day),
+                self.distinct_key("hidden", day),
+                self.distinct_key("visitors", day),
+            );
+            match hidden {
+                HiddenUsers::AsVisitors => {
+                    pipe.cmd("PFCOUNT").arg(&users);
+                    pipe.cmd("PFCOUNT").arg(&visitors).arg(&hidden_key);
+                }
+                _ => {
+                    pipe.cmd("PFCOUNT").arg(&users).arg(&hidden_key);
+                    pipe.cmd("PFCOUNT").arg(&visitors);
+                }
+            }
+        }
         self.ask_time(&mut pipe);
-        let (users, hidden, visitors, bots, time): (u64, u64, u64, u64, Option<ServerTime>) =
-            if self.server_clock.is_some() {
-                let (u, h, v, b, t) = self.timed(pipe.query_async(&mut conn)).await?;
-                (u, h, v, b, Some(t))
-            } else {
-                let (u, h, v, b) = self.timed(pipe.query_async(&mut conn)).await?;
-                (u, h, v, b, None)
-            };
-        self.observe(time);
-        Ok(Counts {
-            users: users + hidden,
-            hidden,
-            visitors,
-            bots,
-        })
+        let mut replies: std::vec::IntoIter<redis::Value> = self
+            .timed(pipe.query_async::<Vec<redis::Value>>(&mut conn))
+            .await?
+            .into_iter();
+        let mut next = || reply::<u64>(replies.next());
+        let (users, hidden_count, visitors, bots) = (next()?, next()?, next()?, next()?);
+        let mut distinct = Vec::with_capacity(days.len());
+        for &day in days {
+            let (users, visitors) = (next()?, next()?);
+            if users > 0 || visitors > 0 {
+                distinct.push(Distinct {
+                    day,
+                    users,
+                    visitors,
+                });
+            }
+        }
+        if self.server_clock.is_some() {
+            let time: ServerTime = reply(replies.next())?;
+            self.observe(Some(time));
+        }
+        Ok(Tally::new(
+            Counts {
+                users: users + hidden_count,
+                hidden: hidden_count,
+                visitors,
+                bots,
+            },
+            distinct,
+        ))
     }
 
     async fn last_seen(&self, name: &str) -> Result<Option<i64>> {
