@@ -37,7 +37,7 @@ use axum::extract::rejection::FormRejection;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum_whos_online::{ClientIpSource, SessionUser, View, WhosOnline};
+use axum_whos_online::{ClientIpSource, History, SessionUser, View, WhosOnline};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::postgres::PgPoolOptions;
@@ -330,7 +330,8 @@ fn browsing_line(here: &axum_whos_online::Online) -> String {
 /// no Redis or Postgres call, whatever the traffic.
 async fn page(State(whos): State<WhosOnline>, session: Session) -> Html<String> {
     let user = session.get::<String>(USERNAME_KEY).await.ok().flatten();
-    Html(render_page(user.as_deref(), &whos.view()))
+    let history = whos.history(30).ok();
+    Html(render_page(user.as_deref(), &whos.view(), history.as_ref()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -412,7 +413,9 @@ pub fn escape_html(text: &str) -> String {
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#222}\
 footer{margin-top:2rem;padding-top:1rem;border-top:1px solid #ccc;font-size:.9rem;color:#444}\
-footer p{margin:.3rem 0}input,button{font:inherit}code{background:#f3f3f3;padding:0 .2rem}";
+footer p{margin:.3rem 0}input,button{font:inherit}code{background:#f3f3f3;padding:0 .2rem}\
+figure{margin:1.5rem 0}svg{width:100%;height:auto}figcaption{font-size:.85rem;color:#444}\
+.key{display:inline-block;width:.8rem;height:.8rem;margin:0 .3rem 0 .8rem;vertical-align:middle}";
 
 fn layout(title: &str, body: &str) -> String {
     format!(
@@ -430,7 +433,7 @@ fn message_page(status: StatusCode, message: &str) -> Response {
     (status, Html(layout("whos-online demo", &body))).into_response()
 }
 
-fn render_page(user: Option<&str>, view: &View) -> String {
+fn render_page(user: Option<&str>, view: &View, history: Option<&History>) -> String {
     let mut body = String::from("<main>\n<h1>whos-online demo</h1>\n");
     match user {
         Some(name) => {
@@ -461,12 +464,121 @@ fn render_page(user: Option<&str>, view: &View) -> String {
     body.push_str(
         "<p>Open this page in another browser to be counted as a visitor: the footer \
          updates by itself. The same data as JSON: <a href=\"/online\"><code>/online</code></a>, \
-         <a href=\"/stats\"><code>/stats</code></a>, and live: \
-         <a href=\"/online/events\"><code>/online/events</code></a>.</p>\n</main>\n",
+         <a href=\"/stats\"><code>/stats</code></a>, \
+         <a href=\"/stats/history\"><code>/stats/history</code></a>, and live: \
+         <a href=\"/online/events\"><code>/online/events</code></a>.</p>\n",
     );
+    body.push_str(&render_history(history));
+    body.push_str("</main>\n");
     body.push_str(&render_footer(view));
     body.push_str(LIVE_SCRIPT);
     layout("whos-online demo", &body)
+}
+
+/// Colours of the history chart: distinct visitors (bars), peak visitors and
+/// peak users (lines).
+const DISTINCT_COLOUR: &str = "#bcd6ef";
+const VISITORS_COLOUR: &str = "#1f5fa8";
+const USERS_COLOUR: &str = "#c0392b";
+
+/// The last days as an inline SVG chart, drawn here from the history (no
+/// script, nothing fetched): a bar per day for the distinct visitors, a line
+/// each for the peaks of visitors and of users, on one scale. Each bar carries
+/// its day and value, and a tooltip.
+fn render_history(history: Option<&History>) -> String {
+    let Some(history) = history.filter(|h| !h.days.is_empty()) else {
+        return "<p id=\"history\">History: not read yet (it is read at each tick).</p>\n"
+            .to_owned();
+    };
+    let days = &history.days;
+    const W: f64 = 720.0;
+    const H: f64 = 240.0;
+    const LEFT: f64 = 48.0;
+    const RIGHT: f64 = 8.0;
+    const TOP: f64 = 12.0;
+    const BOTTOM: f64 = 28.0;
+    let top = days
+        .iter()
+        .map(|d| d.distinct_visitors.max(d.max_visitors).max(d.max_users))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let plot_h = H - TOP - BOTTOM;
+    let slot = (W - LEFT - RIGHT) / days.len() as f64;
+    let y = |v: u64| TOP + plot_h - v as f64 / top as f64 * plot_h;
+    let x_mid = |i: usize| LEFT + (i as f64 + 0.5) * slot;
+    let mut svg = format!(
+        "<figure id=\"history\">\n<svg viewBox=\"0 0 {W} {H}\" role=\"img\" \
+         aria-labelledby=\"history-title\" xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <title id=\"history-title\">The last {n} days: distinct visitors per day (bars), \
+         most visitors and most users online at once (lines)</title>\n",
+        n = days.len()
+    );
+    for (i, d) in days.iter().enumerate() {
+        let v = d.distinct_visitors;
+        let _ = writeln!(
+            svg,
+            "<rect class=\"distinct\" data-day=\"{day}\" data-value=\"{v}\" x=\"{x:.1}\" \
+             y=\"{top:.1}\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"{DISTINCT_COLOUR}\">\
+             <title>{day}: {v} distinct visitors, most {mv} visitors and {mu} users at once</title>\
+             </rect>",
+            day = d.day,
+            x = LEFT + i as f64 * slot + 1.0,
+            top = y(v),
+            w = (slot - 2.0).max(1.0),
+            h = TOP + plot_h - y(v),
+            mv = d.max_visitors,
+            mu = d.max_users,
+        );
+    }
+    for (class, colour, value) in [
+        (
+            "peak-visitors",
+            VISITORS_COLOUR,
+            (|d: &axum_whos_online::Day| d.max_visitors) as fn(&axum_whos_online::Day) -> u64,
+        ),
+        ("peak-users", USERS_COLOUR, |d| d.max_users),
+    ] {
+        let points: Vec<String> = days
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("{:.1},{:.1}", x_mid(i), y(value(d))))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline class=\"{class}\" points=\"{}\" fill=\"none\" stroke=\"{colour}\" \
+             stroke-width=\"2\"/>",
+            points.join(" ")
+        );
+    }
+    let base = TOP + plot_h;
+    let _ = write!(
+        svg,
+        "<line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"#888\"/>\n\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{top}</text>\n\
+         <text x=\"{}\" y=\"{base}\" font-size=\"12\" text-anchor=\"end\">0</text>\n\
+         <text x=\"{LEFT}\" y=\"{}\" font-size=\"12\">{}</text>\n\
+         <text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{}</text>\n</svg>\n",
+        W - RIGHT,
+        LEFT - 6.0,
+        TOP + 10.0,
+        LEFT - 6.0,
+        H - 8.0,
+        days[0].day,
+        W - RIGHT,
+        H - 8.0,
+        days[days.len() - 1].day,
+    );
+    let _ = write!(
+        svg,
+        "<figcaption>The last {} days (UTC):\
+         <span class=\"key\" style=\"background:{DISTINCT_COLOUR}\"></span>distinct visitors\
+         <span class=\"key\" style=\"background:{VISITORS_COLOUR}\"></span>most visitors at once\
+         <span class=\"key\" style=\"background:{USERS_COLOUR}\"></span>most users at once.\
+         </figcaption>\n</figure>\n",
+        days.len()
+    );
+    svg
 }
 
 /// The footer. Every value sits in an element with an id, so that the script

@@ -1,6 +1,7 @@
 //! The demo page in a real browser: headless Chromium loads it, visitors arrive
 //! from other loopback addresses, and the footer shows them without a reload
-//! and without polling, through `GET /online/events`.
+//! and without polling, through `GET /online/events`; and the page draws the
+//! daily history as a chart, checked in the DOM and saved as a screenshot.
 //!
 //! Chromium is driven over the DevTools protocol on a pipe
 //! (`--remote-debugging-pipe`: NUL-separated JSON on file descriptors 3 and 4),
@@ -265,4 +266,151 @@ async fn the_demo_page_updates_live_in_a_browser() {
     whos.end_streams();
     whos.shutdown().await.unwrap();
     serving.abort();
+}
+
+/// The history chart: days seeded in Postgres are drawn as the server sent
+/// them, one bar per day, the tallest where the most distinct visitors were,
+/// the lines through the peaks; nothing is fetched from elsewhere. The picture
+/// is saved as `target/history-chart.png` for a person to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_draws_the_history() {
+    let pool = common::fresh_database().await;
+    axum_whos_online::migrate(&pool).await.unwrap();
+    let db = pool.connect_options().get_database().unwrap().to_owned();
+    let prefix = common::prefix();
+    let today = chrono::Utc::now().date_naive();
+    let seeded = [
+        (29u64, 2i64, 10i64, 50i64),
+        (10, 3, 40, 120),
+        (1, 5, 20, 80),
+    ];
+    for (ago, users, visitors, distinct) in seeded {
+        let day = today - chrono::Days::new(ago);
+        sqlx::query(
+            "INSERT INTO whos_online_day (site, day, max_users, max_visitors, distinct_visitors)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&prefix)
+        .bind(day)
+        .bind(users)
+        .bind(visitors)
+        .bind(distinct)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let config = demo::DemoConfig {
+        prefix,
+        database_url: Some(format!(
+            "{}/{db}",
+            common::url_without_db(&common::database_url())
+        )),
+        ..demo::DemoConfig::default()
+    };
+    let (router, whos) = demo::app(&config).await.expect("demo app starts");
+    // The first tick runs at start and reads the history.
+    let waited = Instant::now();
+    while whos.history(30).is_err() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "no history read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let serve = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(whos.shutdown_signal());
+    let serving = tokio::spawn(async move { serve.await });
+
+    let url = format!("http://{server}/");
+    let tallest = (today - chrono::Days::new(10)).to_string();
+    tokio::task::block_in_place(|| {
+        let mut browser = Browser::launch();
+        browser.open(&url);
+        browser.wait_for("the page is loaded", "document.readyState", |v| {
+            v == "complete"
+        });
+        let bars = browser.eval(
+            "[...document.querySelectorAll('#history rect.distinct')]\
+             .map(r => [r.dataset.day, +r.dataset.value, r.getBoundingClientRect().height])",
+        );
+        let bars = bars.as_array().expect("bars").clone();
+        if bars.is_empty() {
+            let html = browser.eval("document.body.innerHTML");
+            panic!("no bars in {html}");
+        }
+        assert_eq!(bars.len(), 30, "{bars:?}");
+        assert_eq!(bars[29][0], json!(today.to_string()), "ends today");
+        let values: Vec<i64> = bars.iter().map(|b| b[1].as_i64().unwrap()).collect();
+        let mut expected = vec![0; 30];
+        for (ago, _, _, distinct) in seeded {
+            expected[29 - ago as usize] = distinct;
+        }
+        assert_eq!(values, expected);
+        // Drawn to scale: the tallest bar on screen is the busiest day, and a
+        // day without visitors has no height.
+        let tallest_drawn = bars
+            .iter()
+            .max_by(|a, b| a[2].as_f64().unwrap().total_cmp(&b[2].as_f64().unwrap()))
+            .unwrap();
+        assert_eq!(tallest_drawn[0], json!(tallest));
+        assert!(
+            tallest_drawn[2].as_f64().unwrap() > 100.0,
+            "{tallest_drawn:?}"
+        );
+        assert_eq!(bars[1][2], json!(0), "{:?}", bars[1]);
+        // The two peak lines, a point per day, and a visible chart.
+        for class in ["peak-visitors", "peak-users"] {
+            let points = browser.eval(&format!(
+                "document.querySelector('#history .{class}').points.numberOfItems"
+            ));
+            assert_eq!(points, json!(30), "{class}");
+        }
+        let width =
+            browser.eval("document.querySelector('#history svg').getBoundingClientRect().width");
+        assert!(width.as_f64().unwrap() > 300.0, "{width}");
+        // Nothing fetched from anywhere but this server.
+        let elsewhere = browser.eval(
+            "performance.getEntriesByType('resource').map(e => e.name)\
+             .filter(n => !n.startsWith(location.origin))",
+        );
+        assert_eq!(elsewhere, json!([]));
+        // The picture, for a person to look at.
+        let shot = browser.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        );
+        let png = base64_decode(shot["data"].as_str().unwrap());
+        assert!(png.starts_with(b"\x89PNG"));
+        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/history-chart.png");
+        std::fs::write(&out, png).unwrap();
+        browser.session = None;
+        browser.call("Browser.close", json!({}));
+    });
+    whos.end_streams();
+    whos.shutdown().await.unwrap();
+    serving.abort();
+}
+
+/// Standard base64 (with padding), as the DevTools protocol sends images.
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|&c| u32::from(value(c))).collect();
+        let n = v.iter().fold(0u32, |acc, &x| (acc << 6) | x) << (6 * (4 - v.len()));
+        out.extend_from_slice(&n.to_be_bytes()[1..v.len()]);
+    }
+    out
 }

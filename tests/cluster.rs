@@ -86,6 +86,7 @@ async fn two_instances_on_a_three_master_cluster() {
     assert_eq!(stats["max_users"], 15);
     assert_eq!(
         PostgresRecord::new(pg.clone())
+            .with_site(&prefix)
             .load()
             .await
             .unwrap()

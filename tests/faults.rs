@@ -299,7 +299,7 @@ async fn postgres_down_during_ticks_keeps_the_raise() {
         .acquire_timeout(Duration::from_millis(500))
         .connect_lazy_with(opts.host("127.0.0.1").port(proxy.port()));
     let site = Site::with(Stack::Real, |b| b.postgres(through_proxy)).await;
-    let truth = PostgresRecord::new(db.clone());
+    let truth = PostgresRecord::new(db.clone()).with_site(&site.prefix);
 
     for u in ["a", "b"] {
         site.visit_as(u, "10.0.0.1").await;

@@ -121,7 +121,11 @@ async fn instances_agree_and_the_record_is_the_true_peak() {
         clock.advance_secs(901);
     }
     let (max, at) = peak.unwrap();
-    let truth = PostgresRecord::new(pg.clone()).load().await.unwrap();
+    let truth = PostgresRecord::new(pg.clone())
+        .with_site(&prefix)
+        .load()
+        .await
+        .unwrap();
     assert_eq!(truth.max_users, max);
     assert_eq!(truth.max_users_date, Some(at));
     assert_eq!(truth.max_visitors, 90);

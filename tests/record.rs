@@ -310,7 +310,7 @@ async fn migrating_an_existing_record_keeps_it_at_generation_0() {
     .execute(&pool)
     .await
     .unwrap();
-    // Before the migration the new code cannot read the row (no column yet).
+    // Before the migrations the new code cannot read the row (no per-site table yet).
     assert!(PostgresRecord::new(pool.clone()).load().await.is_err());
 
     axum_whos_online::migrate(&pool).await.unwrap();
@@ -331,7 +331,7 @@ async fn migrating_an_existing_record_keeps_it_at_generation_0() {
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2]);
+    assert_eq!(applied, [1, 2, 3]);
     // Idempotent, and the record works as any other.
     axum_whos_online::migrate(&pool).await.unwrap();
     assert_eq!(

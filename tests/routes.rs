@@ -412,6 +412,7 @@ async fn redis_down_stats_come_from_postgres() {
     let site = Site::with(Stack::Real, |b| b.redis(common::dead_redis())).await;
     let pg = site.pg.clone().unwrap();
     let stored = PostgresRecord::new(pg)
+        .with_site(&site.prefix)
         .raise(&Record::seen(
             53,
             120,
@@ -468,6 +469,7 @@ async fn stats_refill_the_cache_from_postgres() {
     let site = Site::new(Stack::Real).await;
     let pg = site.pg.clone().unwrap();
     PostgresRecord::new(pg)
+        .with_site(&site.prefix)
         .raise(&Record::seen(7, 9, chrono::Utc::now()))
         .await
         .unwrap();

@@ -89,7 +89,11 @@ async fn record_rises_while_the_cache_is_warm(stack: Stack) {
         assert_eq!(stats["max_users"], i as u64 + 1);
     }
     if let Some(pg) = &site.pg {
-        let truth = PostgresRecord::new(pg.clone()).load().await.unwrap();
+        let truth = PostgresRecord::new(pg.clone())
+            .with_site(&site.prefix)
+            .load()
+            .await
+            .unwrap();
         assert_eq!(truth.max_users, 10);
     }
 }
@@ -122,7 +126,13 @@ async fn visitors(site: &Site, net: u8, n: u8) {
 /// The record as Postgres holds it, on the real stack.
 async fn truth(site: &Site) -> Option<Record> {
     match &site.pg {
-        Some(pg) => Some(PostgresRecord::new(pg.clone()).load().await.unwrap()),
+        Some(pg) => Some(
+            PostgresRecord::new(pg.clone())
+                .with_site(&site.prefix)
+                .load()
+                .await
+                .unwrap(),
+        ),
         None => None,
     }
 }
@@ -337,7 +347,8 @@ async fn flaky_site(stack: Stack) -> (Site, Arc<dyn RecordCache>, Arc<AtomicUsiz
         inner: Arc::clone(&inner),
         failing: Arc::clone(&failing),
     };
-    let site = Site::with(stack, |b| b.prefix(&prefix).record_cache(store)).await;
+    let mut site = Site::with(stack, |b| b.prefix(&prefix).record_cache(store)).await;
+    site.prefix = prefix;
     (site, inner, failing)
 }
 
@@ -477,7 +488,12 @@ async fn a_hand_lowered_record_is_raised_to_the_real_peak() {
     assert!(tick.raised);
     assert_eq!(tick.record.max_visitors, 49);
     assert_eq!(
-        PostgresRecord::new(pg).load().await.unwrap().max_visitors,
+        PostgresRecord::new(pg)
+            .with_site(&site.prefix)
+            .load()
+            .await
+            .unwrap()
+            .max_visitors,
         49
     );
     let (_, stats) = site.get_json("/stats").await;
@@ -535,6 +551,7 @@ async fn a_reset_on_one_instance_drops_the_floor_of_another() {
     );
     assert_eq!(
         PostgresRecord::new(a.pg.clone().unwrap())
+            .with_site(&a.prefix)
             .load()
             .await
             .unwrap()
@@ -597,7 +614,14 @@ async fn a_raise_kept_from_before_a_reset_is_not_written() {
     let tick = b.whos.tick_now().await.unwrap();
     assert!(!tick.raise_pending && !tick.raised, "{tick:?}");
     assert_eq!(tick.record, reset);
-    assert_eq!(PostgresRecord::new(pg).load().await.unwrap(), reset);
+    assert_eq!(
+        PostgresRecord::new(pg)
+            .with_site(&a.prefix)
+            .load()
+            .await
+            .unwrap(),
+        reset
+    );
     assert_eq!(counter(&b.whos, "stale_raises_dropped"), 1);
 }
 
@@ -712,6 +736,7 @@ async fn concurrent_ticks_from_two_instances_never_lower_the_record() {
     assert_eq!(last, 7);
     assert_eq!(
         PostgresRecord::new(a.pg.clone().unwrap())
+            .with_site(&a.prefix)
             .load()
             .await
             .unwrap()

@@ -145,7 +145,7 @@ impl Drop for DropDatabase {
     }
 }
 
-fn url_without_db(url: &str) -> String {
+pub fn url_without_db(url: &str) -> String {
     // postgres://user@host:port/db?params -> postgres://user@host:port
     let (base, _) = url.split_once('?').unwrap_or((url, ""));
     let scheme_end = base.find("://").map_or(0, |i| i + 3);
