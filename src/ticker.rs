@@ -66,6 +66,11 @@ pub(crate) struct TickerState {
     history: ArcSwapOption<KeptHistory>,
     /// The day of this instance's last retention run of the history.
     retained_on: Mutex<Option<NaiveDate>>,
+    /// Days a tick saw but the history store did not take (it was down):
+    /// raised again with the next tick's, so a peak of the outage is kept.
+    history_pending: Mutex<Vec<Day>>,
+    /// Whether the record store's one-off work is done.
+    prepared: AtomicBool,
 }
 
 /// The daily history as a tick last read it: the stored days of the last
@@ -185,6 +190,17 @@ impl Ticker {
         // Read after the round trip: with server time, the first one set the clock.
         let now = self.clock.now();
 
+        // The record store's one-off work (taking over the record of an
+        // earlier version) comes before its record is read, cached or not.
+        if !state.prepared.load(Ordering::Relaxed) {
+            match self.record.prepare().await {
+                Ok(()) => state.prepared.store(true, Ordering::Relaxed),
+                Err(e) => {
+                    incr(&self.counters.record_errors);
+                    tracing::debug!(error = %e, "whos-online: record store not prepared; retried at the next tick");
+                }
+            }
+        }
         // A cache write that failed earlier goes first, so the read below sees it.
         self.record.retry_refill().await;
         // Postgres is the truth: whether to raise is decided against the record
@@ -269,7 +285,17 @@ impl Ticker {
         let from = today
             .checked_sub_days(Days::new(u64::from(MAX_HISTORY_READ - 1)))
             .unwrap_or(NaiveDate::MIN);
-        match store.raise_days(seen, keep_from, from).await {
+        // What an earlier tick could not write goes with this one's.
+        let mut seen_all = std::mem::take(&mut *lock(&state.history_pending));
+        for d in seen {
+            match seen_all.iter_mut().find(|p| p.day == d.day) {
+                Some(p) => {
+                    p.raise(d);
+                }
+                None => seen_all.push(*d),
+            }
+        }
+        match store.raise_days(&seen_all, keep_from, from).await {
             Ok(days) => {
                 if keep_from.is_some() {
                     *lock(&state.retained_on) = Some(today);
@@ -280,6 +306,9 @@ impl Ticker {
                     .store(Some(Arc::new(KeptHistory { days, as_of: now })));
             }
             Err(e) => {
+                // Kept for the next tick: at most the days of the outage.
+                seen_all.retain(|d| d.day >= from);
+                *lock(&state.history_pending) = seen_all;
                 incr(&self.counters.history_errors);
                 if state.log.allow(30) {
                     tracing::warn!(error = %e, "whos-online: history store failed; serving the last good copy");

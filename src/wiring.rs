@@ -39,6 +39,13 @@ impl Builder {
                  addresses. Set Builder::visitor_secret (e.g. from WHOS_ONLINE_VISITOR_SECRET)."
             );
         }
+        if shared_store && matches!(self.record, RecordChoice::Memory) && self.history.is_none() {
+            tracing::warn!(
+                "whos-online: presence is in Redis but the record and the daily history are in \
+                 this process's memory: each instance keeps its own, and they differ. Set \
+                 Builder::postgres to share them."
+            );
+        }
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| Error::Config("build() must be called inside a Tokio runtime".into()))?;
         let instance_id = crate::presence::new_instance_id();

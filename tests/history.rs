@@ -246,7 +246,42 @@ async fn bad_queries_get_a_json_400(stack: Stack) {
     site.whos.shutdown().await.unwrap();
 }
 
+/// Hidden users are distinct users by default, and distinct visitors when
+/// counted as visitors: the day's counts follow `hidden_users` as the live
+/// counts do, so no difference between them gives a hidden user away.
+async fn hidden_users_count_where_the_counts_put_them(stack: Stack) {
+    for (how, users, visitors) in [
+        (axum_whos_online::HiddenUsers::AsUsers, 2, 2),
+        (axum_whos_online::HiddenUsers::AsVisitors, 1, 3),
+    ] {
+        let site = Site::with(stack, |b| {
+            b.hidden_users(how)
+                .identify_users(axum_whos_online::identify_now(|req| {
+                    let name = req.headers.get("x-user")?.to_str().ok()?.to_owned();
+                    Some(match name.strip_prefix("hidden-") {
+                        Some(_) => axum_whos_online::User::hidden(name),
+                        None => axum_whos_online::User::new(name),
+                    })
+                }))
+        })
+        .await;
+        site.visit_as("alice", "10.8.0.1").await;
+        site.visit_as("hidden-bob", "10.8.0.2").await;
+        site.visit("10.8.0.3").await;
+        site.visit("10.8.0.4").await;
+        let today = tick(&site, 1).await[0];
+        assert_eq!(
+            (today.distinct_users, today.distinct_visitors),
+            (users, visitors),
+            "{how:?}"
+        );
+        assert_eq!((today.max_users, today.max_visitors), (users, visitors));
+        site.whos.shutdown().await.unwrap();
+    }
+}
+
 on_both_stacks!(
+    hidden_users_count_where_the_counts_put_them,
     peaks_and_distinct_people_by_day,
     today_is_never_below_the_view,
     retention_keeps_history_days,
@@ -302,6 +337,28 @@ async fn concurrent_raises_never_lower(store: Arc<dyn HistoryStore>) {
         all.iter()
             .any(|d| d.max_bots == stored.max_bots && d.max_bots_at == stored.max_bots_at)
     );
+}
+
+/// A day given twice in one call is merged, by both stores alike.
+async fn a_day_given_twice_is_merged(store: Arc<dyn HistoryStore>) {
+    let at: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().unwrap();
+    let later: DateTime<Utc> = "2026-12-01T11:00:00Z".parse().unwrap();
+    let twice = [Day::seen(3, 1, 0, at), Day::seen(1, 4, 2, later)];
+    let days = store
+        .raise_days(&twice, None, day("2026-12-01"))
+        .await
+        .unwrap();
+    assert_eq!(days.len(), 1);
+    let d = days[0];
+    assert_eq!((d.max_users, d.max_visitors, d.max_bots), (3, 4, 2));
+    assert_eq!((d.max_users_at, d.max_visitors_at), (Some(at), Some(later)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_given_twice_is_merged_in_both_stores() {
+    let pool = common::migrated_database().await;
+    a_day_given_twice_is_merged(Arc::new(PostgresRecord::new(pool).with_site("a"))).await;
+    a_day_given_twice_is_merged(Arc::new(MemoryRecord::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,10 +419,11 @@ async fn two_sites_in_one_database_keep_their_own() {
 }
 
 /// A database from before per-site records (migrations 1 and 2, one record
-/// row): after `migrate`, the first site to read its record takes the old
-/// one, whole; a second site starts from zero; nothing is lost on the way.
+/// row, which every site shared): after `migrate`, each site starts from that
+/// record, whole, even one whose reads are all served by a warm Redis cache;
+/// a site with a record of its own keeps it; the old table is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_record_of_before_goes_to_the_first_site() {
+async fn every_site_starts_from_the_record_of_before() {
     let pool = common::fresh_database().await;
     for (_, _, sql) in &MIGRATIONS[..2] {
         sqlx::raw_sql(sql).execute(&pool).await.unwrap();
@@ -381,28 +439,63 @@ async fn the_record_of_before_goes_to_the_first_site() {
     .await
     .unwrap();
     axum_whos_online::migrate(&pool).await.unwrap();
-    let first = PostgresRecord::new(pool.clone()).with_site("forum");
-    let second = PostgresRecord::new(pool.clone()).with_site("blog");
-    let (a, b) = tokio::join!(first.load(), second.load());
-    let (a, b) = (a.unwrap(), b.unwrap());
-    // Exactly one of the two took it, whole.
-    let (taker, other) = if a.max_users > 0 { (a, b) } else { (b, a) };
-    assert_eq!(
-        (taker.max_users, taker.max_visitors, taker.generation),
-        (53, 340, 2)
+    let before = axum_whos_online::Record {
+        max_users: 53,
+        max_users_date: Some(when),
+        max_visitors: 340,
+        max_visitors_date: Some(when),
+        generation: 2,
+    };
+    // Two sites at once: both start from it.
+    let (forum, blog) = (
+        PostgresRecord::new(pool.clone()).with_site("forum"),
+        PostgresRecord::new(pool.clone()).with_site("blog"),
     );
-    assert_eq!(taker.max_users_date, Some(when));
-    assert_eq!(other, axum_whos_online::Record::default());
-    // And keeps it: a later load, or a raise below it, changes nothing.
-    let taker_store = if a.max_users > 0 { &first } else { &second };
-    let stored = taker_store
+    let (a, b) = tokio::join!(forum.load(), blog.load());
+    assert_eq!((a.unwrap(), b.unwrap()), (before, before));
+    // A raise below it changes nothing.
+    let stored = forum
         .raise(&axum_whos_online::Record {
             generation: 2,
             ..axum_whos_online::Record::seen(3, 4, Utc::now())
         })
         .await
         .unwrap();
-    assert_eq!(stored, taker);
+    assert_eq!(stored, before);
+    // A site with its own record keeps it.
+    sqlx::query("INSERT INTO whos_online_site_record (site, max_users) VALUES ('shop', 7)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let shop = PostgresRecord::new(pool.clone()).with_site("shop");
+    assert_eq!(shop.load().await.unwrap().max_users, 7);
+
+    // A site whose instances read the record from a warm Redis cache (filled
+    // before the upgrade) still gets its row at its first tick, so the record
+    // cannot fall when the cache expires.
+    let prefix = common::prefix();
+    let cache = axum_whos_online::RedisPresence::new(
+        axum_whos_online::redis_pool(&common::redis_url()).unwrap(),
+        &prefix,
+    );
+    axum_whos_online::RecordCache::cache_record(
+        &cache,
+        &before,
+        std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let site = Site::with(Stack::Real, |b| b.prefix(&prefix).postgres(pool.clone())).await;
+    site.whos.tick_now().await.unwrap();
+    let row: (i64, i64) = sqlx::query_as(
+        "SELECT max_users, max_visitors FROM whos_online_site_record WHERE site = $1",
+    )
+    .bind(&prefix)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row, (53, 340));
+    site.whos.shutdown().await.unwrap();
     // The old table is left as it was, for an older version still running.
     let old: i64 = sqlx::query_scalar("SELECT max_users FROM whos_online_record WHERE id = 1")
         .fetch_one(&pool)
@@ -448,15 +541,43 @@ async fn distinct_estimates_are_within_two_percent_at_100k() {
     // The day's keys expire within the documented three days.
     let pool = axum_whos_online::redis_pool(&common::redis_url()).unwrap();
     let mut conn = pool.get().await.unwrap();
-    let ttl: i64 = deadpool_redis::redis::cmd("TTL")
-        .arg(format!("{{{prefix}}}:distinct:visitors:2025-11-24"))
-        .query_async(&mut conn)
+    let key = |kind: &str| format!("{{{prefix}}}:distinct:{kind}:2025-11-24");
+    let max = axum_whos_online::DISTINCT_TTL_SECS as i64;
+    for kind in ["users", "visitors"] {
+        let t = ttl(&mut conn, &key(kind)).await;
+        assert!(t > 0 && t <= max, "{kind}: {t}");
+    }
+    // A key made by a write within the minute after the last lifetime was set
+    // has none yet (writes set it at most once a minute); the tick gives it.
+    let hidden = Batch {
+        hidden_users: vec!["someone".into()],
+        ..Batch::default()
+    };
+    // The last write was at +60: one at +130 is due, and sets it.
+    store.mark_seen(at + 130, &hidden).await.unwrap();
+    let t = ttl(&mut conn, &key("hidden")).await;
+    assert!(t > 0, "set by the write at +130: {t}");
+    deadpool_redis::redis::cmd("PERSIST")
+        .arg(key("hidden"))
+        .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    assert!(
-        ttl > 0 && ttl <= axum_whos_online::DISTINCT_TTL_SECS as i64,
-        "{ttl}"
-    );
+    store.mark_seen(at + 140, &hidden).await.unwrap();
+    assert_eq!(ttl(&mut conn, &key("hidden")).await, -1, "not due at +140");
+    store
+        .tally(at - 600, &[day("2025-11-24")], Default::default())
+        .await
+        .unwrap();
+    let t = ttl(&mut conn, &key("hidden")).await;
+    assert!(t > 0 && t <= max, "the tick set it: {t}");
+}
+
+async fn ttl(conn: &mut deadpool_redis::Connection, key: &str) -> i64 {
+    deadpool_redis::redis::cmd("TTL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .unwrap()
 }
 
 /// A history store that fails while told to: the real Postgres store behind a
@@ -513,23 +634,38 @@ async fn postgres_down_serves_the_last_good_copy_or_503() {
     let site = Site::with(Stack::Real, |b| b.prefix(&prefix).history_store(store)).await;
     site.visit("10.7.0.2").await;
     let good = tick(&site, 1).await;
+    assert_eq!((good[0].max_visitors, good[0].distinct_visitors), (1, 1));
     let as_of = site.whos.history(1).unwrap().as_of.unwrap();
+
+    // Postgres goes: a crowd comes and goes while the history cannot be written.
     failing.store(true, Ordering::Relaxed);
     site.clock.advance_secs(120);
-    site.visit("10.7.0.3").await;
+    for i in 3..=6 {
+        site.visit(&format!("10.7.0.{i}")).await;
+    }
     site.whos.flush().await.unwrap();
     site.whos.tick_now().await.unwrap();
+    assert_eq!(site.whos.counters().history_errors, 1);
     let served = site.whos.history(1).unwrap();
     assert_eq!(served.as_of, Some(as_of), "the age of the last good copy");
-    assert_eq!(served.days[0].max_users, good[0].max_users);
+    assert_eq!(
+        served.days[0].distinct_visitors, 1,
+        "the last good copy, not a new read"
+    );
     let (status, _) = site.get_json("/stats/history").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(site.whos.counters().history_errors, 1);
-    // Back: the next tick raises and reads again.
+
+    // Back after the crowd left: the peak seen during the outage is written.
+    site.clock.advance_secs(20 * 60);
     failing.store(false, Ordering::Relaxed);
     site.whos.tick_now().await.unwrap();
+    assert_eq!(site.whos.view().visitor_count(), 0);
     let back = site.whos.history(1).unwrap();
     assert!(back.as_of > Some(as_of));
-    assert_eq!(back.days[0].max_visitors, 2);
+    assert_eq!(
+        (back.days[0].max_visitors, back.days[0].distinct_visitors),
+        (5, 5),
+        "{back:?}"
+    );
     site.whos.shutdown().await.unwrap();
 }

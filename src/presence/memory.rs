@@ -56,13 +56,18 @@ struct Inner {
     cache: Option<(Record, Instant)>,
     /// Visitor key secrets by day; only the current and the previous day kept.
     secrets: Vec<(String, String)>,
-    /// The distinct members of the last three days (see [`DayMembers`]).
+    /// The distinct members of the last two days (see [`DayMembers`]).
     days: BTreeMap<NaiveDate, DayMembers>,
 }
 
-/// The distinct members of one UTC day, exactly: each set holds up to the
-/// member cap, beyond which it stops growing (its count is then a lower bound),
-/// so that a flood of addresses cannot grow the process without bound.
+/// Most distinct members of one kind the memory store keeps for one day (or
+/// the member cap, if lower): beyond it the day's count stops growing and is a
+/// lower bound, so that a flood of addresses cannot hold memory for days after
+/// the window has emptied.
+const MAX_DAY_MEMBERS: usize = 100_000;
+
+/// The distinct members of one UTC day, exactly, up to [`MAX_DAY_MEMBERS`] of
+/// each kind.
 #[derive(Debug, Default)]
 struct DayMembers {
     users: HashSet<String>,
@@ -434,15 +439,18 @@ impl PresenceStore for MemoryPresence {
             inner.places.remove(&place_key(MemberKind::Bot, m));
         }
         if let Some(day) = chrono::DateTime::from_timestamp(at, 0).map(|t| t.date_naive()) {
-            let max = self.max_members;
+            let max = Some(
+                self.max_members
+                    .map_or(MAX_DAY_MEMBERS, |m| m.min(MAX_DAY_MEMBERS)),
+            );
             let members = inner.days.entry(day).or_default();
             DayMembers::add(&mut members.users, &batch.users, max);
             DayMembers::add(&mut members.hidden, &batch.hidden_users, max);
             if keyed_ok {
                 DayMembers::add(&mut members.visitors, &batch.visitors, max);
             }
-            // The day, and two before it for a late tick to read.
-            while inner.days.len() > 3 {
+            // The day, and the one before for the first tick after midnight.
+            while inner.days.len() > 2 {
                 inner.days.pop_first();
             }
         }

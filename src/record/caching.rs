@@ -123,6 +123,11 @@ impl CachingRecord {
 
 #[async_trait]
 impl RecordStore for CachingRecord {
+    /// The store's, straight: the cache has no part in it.
+    async fn prepare(&self) -> Result<()> {
+        self.store.prepare().await
+    }
+
     /// The record from the cache, else from the store (refilling the cache); an
     /// error only when neither answers. A cached record behind one this instance
     /// wrote but the cache has not taken yet is served with that one merged over it.

@@ -206,6 +206,14 @@ pub trait RecordStore: Send + Sync + 'static {
     /// nothing, when `to` holds a count above the stored one. `to`'s generation
     /// is not looked at.
     async fn reset(&self, to: &Record) -> Result<Record>;
+
+    /// A store's one-off work before its record is first used, such as taking
+    /// over data kept by an earlier version. The ticker calls it before its
+    /// first tick reads the record (cached or not), and again at each tick
+    /// until it succeeds. The default does nothing.
+    async fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A cache of the record in front of a [`RecordStore`], so that `/stats` and the

@@ -82,8 +82,9 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 /// The site is the installation's [`prefix`](crate::Builder::prefix): the
 /// builder's [`postgres`](crate::Builder::postgres) names it, so two
 /// installations with different prefixes share a database but not a record.
-/// The record of before the per-site tables (migration 3) is adopted by the
-/// first site that reads or writes its record and has none yet.
+/// A site without a record of its own starts from the one record of earlier
+/// versions (which all sites shared), when there is one: see
+/// [`RecordStore::prepare`].
 #[derive(Debug, Clone)]
 pub struct PostgresRecord {
     pool: PgPool,
@@ -138,28 +139,28 @@ impl PostgresRecord {
         }
     }
 
-    /// Once per process, before the first use of the record: the record of
-    /// before the per-site tables (kept under the empty site name by migration
-    /// 3) becomes this site's, unless this site has a record already or another
-    /// site took it. One statement, so of two sites starting at once exactly
-    /// one gets it.
+    /// Once per process, before the first use of the record: when this site
+    /// has no record yet, it starts from the record of before the per-site
+    /// tables (kept under the empty site name by migration 3), which every site
+    /// of the database shared and showed until then. One statement; a site
+    /// with a record of its own is left as it is.
     async fn adopt_legacy(&self) -> Result<()> {
         if self.adopted.load(Ordering::Relaxed) {
             return Ok(());
         }
         let adopted = self
             .timed(
-                sqlx::query(
-                    "UPDATE whos_online_site_record SET site = $1
-                     WHERE site = '' AND NOT EXISTS
-                         (SELECT 1 FROM whos_online_site_record WHERE site = $1)",
-                )
+                sqlx::query(&format!(
+                    "INSERT INTO whos_online_site_record (site, {COLUMNS})
+                     SELECT $1, {COLUMNS} FROM whos_online_site_record WHERE site = ''
+                     ON CONFLICT (site) DO NOTHING"
+                ))
                 .bind(&*self.site)
                 .execute(&self.pool),
             )
             .await?;
         if adopted.rows_affected() > 0 {
-            tracing::info!(site = %self.site, "whos-online: this site took over the record kept before per-site records");
+            tracing::info!(site = %self.site, "whos-online: this site starts from the record kept before per-site records");
         }
         self.adopted.store(true, Ordering::Relaxed);
         Ok(())
@@ -246,6 +247,12 @@ impl RecordStore for PostgresRecord {
         from_row(row)
     }
 
+    /// Starts this site from the record of earlier versions, if it has none
+    /// of its own (see the type's docs).
+    async fn prepare(&self) -> Result<()> {
+        self.adopt_legacy().await
+    }
+
     async fn reset(&self, to: &Record) -> Result<Record> {
         self.adopt_legacy().await?;
         // One transaction holding the row lock from the read to the write, so the
@@ -330,11 +337,18 @@ impl HistoryStore for PostgresRecord {
         from: NaiveDate,
     ) -> Result<Vec<Day>> {
         // A day about to be deleted is not raised: one statement must not both
-        // update and delete a row.
-        let seen: Vec<&Day> = seen
-            .iter()
-            .filter(|d| keep_from.is_none_or(|k| d.day >= k))
-            .collect();
+        // update and delete a row (nor update one twice: a day given twice is
+        // merged first).
+        let mut merged: Vec<Day> = Vec::with_capacity(seen.len());
+        for d in seen.iter().filter(|d| keep_from.is_none_or(|k| d.day >= k)) {
+            match merged.iter_mut().find(|m| m.day == d.day) {
+                Some(m) => {
+                    m.raise(d);
+                }
+                None => merged.push(*d),
+            }
+        }
+        let seen: Vec<&Day> = merged.iter().collect();
         let col = |f: fn(&Day) -> u64| seen.iter().map(|d| to_i64(f(d))).collect::<Vec<i64>>();
         let at = |f: fn(&Day) -> Option<DateTime<Utc>>| {
             seen.iter()

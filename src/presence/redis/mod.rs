@@ -25,6 +25,10 @@ use crate::places::OTHER_PLACE;
 use crate::record::RecordCache;
 use crate::{Error, Record, Result};
 
+/// The kinds of the day's distinct-member keys: listed users' names, hidden
+/// users' names, visitors' pseudonyms.
+const DISTINCT_KINDS: [&str; 3] = ["users", "hidden", "visitors"];
+
 /// Members per `ZADD` in one write: a write of up to `max_pending` members goes
 /// as several commands in the one pipeline, so no single command holds Redis
 /// (which serves one command at a time) for long.
@@ -534,6 +538,10 @@ pub struct RedisPresence {
     /// The time of the last write, 0 before the first; shared by clones, which
     /// are the same store.
     last_write: Arc<AtomicI64>,
+    /// When this store last set the lifetime of the day's distinct-member
+    /// keys (0: never, or Redis lost its data since): at most once a minute
+    /// and at each new day, rather than at every write.
+    distinct_ttl_at: Arc<AtomicI64>,
     /// The places last read, and the version of the counts they were read
     /// at: a refresh reads them again only when the version moved.
     places_cache: Arc<std::sync::Mutex<PlacesCache>>,
@@ -597,11 +605,12 @@ impl RedisPresence {
                 std::collections::hash_map::RandomState::new().hash_one(0x77_u64)
             ),
             last_write: Arc::default(),
+            distinct_ttl_at: Arc::default(),
             places_cache: Arc::default(),
         }
     }
 
-    /// The HyperLogLog of the distinct `kind` (`users`, `hidden`, `visitors`)
+    /// The HyperLogLog of the distinct `kind` (one of [`DISTINCT_KINDS`])
     /// seen on `day`.
     fn distinct_key(&self, kind: &str, day: NaiveDate) -> String {
         format!("{}:{kind}:{day}", self.distinct_prefix)
@@ -1029,6 +1038,8 @@ impl PresenceStore for RedisPresence {
         // The day's distinct members: by the day of the time the batch is
         // stamped with, in the same pipeline.
         let day = DateTime::from_timestamp(at, 0).map(|t| t.date_naive());
+        let ttl_at = self.distinct_ttl_at.load(Relaxed);
+        let ttl_due = at - ttl_at >= 60 || ttl_at.div_euclid(86_400) != at.div_euclid(86_400);
         for (key, members, keyed, tag, distinct) in [
             (&self.users, &batch.users, false, Some("u:"), Some("users")),
             (
@@ -1085,9 +1096,7 @@ impl PresenceStore for RedisPresence {
                     }
                 }
             }
-            if let Some(d) = &distinct {
-                pipe.cmd("EXPIRE").arg(d).arg(DISTINCT_TTL_SECS).ignore();
-            }
+
             if let Some(max) = self.max_members {
                 // Keep the `max` most recently seen: drop ranks 0 .. len-max-1.
                 let keep = i64::try_from(max).unwrap_or(i64::MAX);
@@ -1110,6 +1119,18 @@ impl PresenceStore for RedisPresence {
                 replies_wanted.push(Reply::Trim);
             }
             pipe.cmd("EXPIRE").arg(key).arg(self.set_ttl_secs).ignore();
+        }
+        // The day's distinct-member keys expire three days after they were last
+        // given a lifetime: all three, whatever this batch holds, so that one
+        // made by a write that was not due gets it at the next that is (and
+        // the tick gives today's and yesterday's theirs too).
+        if let Some(day) = day.filter(|_| ttl_due) {
+            for kind in DISTINCT_KINDS {
+                pipe.cmd("EXPIRE")
+                    .arg(self.distinct_key(kind, day))
+                    .arg(DISTINCT_TTL_SECS)
+                    .ignore();
+            }
         }
         // Yesterday's pseudonyms of visitors written under today's.
         for (key, retired) in [
@@ -1220,6 +1241,17 @@ impl PresenceStore for RedisPresence {
         let last = self.last_write.swap(at, Relaxed);
         let ttl = i64::try_from(self.set_ttl_secs).unwrap_or(i64::MAX);
         marked.data_lost = !present && last != 0 && at.saturating_sub(last) < ttl - 60;
+        // Keys made anew after a loss get their lifetime at the next write.
+        self.distinct_ttl_at.store(
+            if marked.data_lost {
+                0
+            } else if ttl_due {
+                at
+            } else {
+                ttl_at
+            },
+            Relaxed,
+        );
         Ok(marked)
     }
 
@@ -1280,6 +1312,12 @@ impl PresenceStore for RedisPresence {
         // Each day's distinct users and visitors: PFCOUNT of several keys counts
         // their union, so hidden users join the kind they are counted as.
         for &day in days {
+            for kind in DISTINCT_KINDS {
+                pipe.cmd("EXPIRE")
+                    .arg(self.distinct_key(kind, day))
+                    .arg(DISTINCT_TTL_SECS)
+                    .ignore();
+            }
             let (users, hidden_key, visitors) = (
                 self.distinct_key("users", day),
                 self.distinct_key("hidden", day),
