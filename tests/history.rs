@@ -372,6 +372,59 @@ async fn concurrent_raises_never_lower_a_day_in_memory() {
     concurrent_raises_never_lower(Arc::new(MemoryRecord::new())).await;
 }
 
+/// Two instances of one site ticking at the same moments, while the crowd
+/// grows and shrinks: the day's peak, as either instance reads it, never goes
+/// down, and ends at the highest count any tick saw, with its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_ticking_at_once_never_lower_a_day() {
+    let a = Site::new(Stack::Real).await;
+    let pg = a.pg.clone().unwrap();
+    let b = Site::with(Stack::Real, |builder| {
+        builder
+            .prefix(&a.prefix)
+            .clock(a.clock.clone())
+            .postgres(pg.clone())
+    })
+    .await;
+    let mut highest = (0, None);
+    let mut before: Vec<Day> = Vec::new();
+    for (round, crowd) in [3u32, 7, 2, 9, 4, 9, 1].into_iter().enumerate() {
+        for i in 0..crowd {
+            let ip = format!("10.9.{round}.{i}");
+            if i % 2 == 0 {
+                a.visit(&ip).await
+            } else {
+                b.visit(&ip).await
+            }
+        }
+        a.whos.flush().await.unwrap();
+        b.whos.flush().await.unwrap();
+        let (ta, tb) = tokio::join!(a.whos.tick_now(), b.whos.tick_now());
+        for t in [ta.unwrap(), tb.unwrap()] {
+            assert_eq!(t.counts.visitors, u64::from(crowd));
+        }
+        if u64::from(crowd) > highest.0 {
+            highest = (u64::from(crowd), Some(a.clock.now_for_test()));
+        }
+        for site in [&a, &b] {
+            let days = site.whos.history(1).unwrap().days;
+            never_lowered(&before, &days);
+            before = days;
+        }
+        // The next crowd comes after this one has left.
+        a.clock.advance_secs(16 * 60);
+    }
+    let today = PostgresRecord::new(pg)
+        .with_site(&a.prefix)
+        .raise_days(&[], None, day("2025-11-24"))
+        .await
+        .unwrap()[0];
+    assert_eq!((today.max_visitors, today.max_visitors_at), highest);
+    assert_eq!(today.distinct_visitors, 35);
+    a.whos.shutdown().await.unwrap();
+    b.whos.shutdown().await.unwrap();
+}
+
 /// Two sites with different prefixes in one database: each has its own
 /// record and its own history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
