@@ -14,7 +14,11 @@
 //! registry). The keys are deleted afterwards. REDIS_URL, default
 //! redis://127.0.0.1:6379.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use support::{median, ms, pseudonym};
+
+use std::time::Instant;
 
 use axum_whos_online::{PresenceStore, RedisPresence};
 use deadpool_redis::redis;
@@ -23,11 +27,6 @@ const WINDOW: i64 = 900;
 const SPREAD: i64 = 960;
 const ROUNDS: usize = 5;
 const CHUNK: usize = 10_000;
-fn pseudonym(i: u64) -> String {
-    let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let b = (i ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    format!("{:016x}{:08x}", a, b >> 32)
-}
 
 fn place(i: u64, places: u64) -> String {
     format!("/forum/{}", i % places)
@@ -96,15 +95,6 @@ async fn drop_keys(conn: &mut deadpool_redis::Connection, prefix: &str) -> redis
         }
         cursor = next;
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -19,7 +19,11 @@
 //! 24-hex-digit strings, the shape of the crate's default visitor pseudonyms;
 //! memory is also given for IPv4 text. The keys are deleted afterwards.
 
-use std::time::{Duration, Instant};
+mod support;
+
+use support::{median, ms, pseudonym};
+
+use std::time::Instant;
 
 use axum_whos_online::{
     Day, HiddenUsers, HistoryStore, PostgresRecord, PresenceStore, RedisPresence,
@@ -30,13 +34,6 @@ const WINDOW: i64 = 900;
 const SPREAD: i64 = 960;
 const ROUNDS: usize = 5;
 const CHUNK: usize = 10_000;
-
-fn pseudonym(i: u64) -> String {
-    // A fixed mixing of i: distinct for distinct i, looks random, 24 hex digits.
-    let a = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let b = (i ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    format!("{:016x}{:08x}", a, b >> 32)
-}
 
 fn ipv4(i: u64) -> String {
     std::net::Ipv4Addr::from(0xC612_0000_u32.wrapping_add(i as u32)).to_string()
@@ -91,15 +88,6 @@ async fn memory_per_member(
         .query_async::<()>(conn)
         .await?;
     Ok((usage as f64 / n as f64, (after - before) as f64 / n as f64))
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::Result;
@@ -221,17 +220,9 @@ pub(crate) async fn run(
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            _ = interval.tick() => {
-                let Some(refresher) = refresher.upgrade() else { return };
-                // Failures are logged and counted inside; the next refresh retries.
-                let _ = refresher.refresh().await;
-            }
-        }
-    }
+    crate::sync::every(refresher, every, cancel, |r| async move {
+        // Failures are logged and counted inside; the next refresh retries.
+        let _ = r.refresh().await;
+    })
+    .await;
 }

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -543,19 +542,11 @@ pub(crate) async fn run(
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => break,
-            _ = interval.tick() => {
-                let Some(ticker) = ticker.upgrade() else { return };
-                ticker.background_tick().await;
-            }
-        }
-    }
-    if let Some(ticker) = ticker.upgrade() {
+    let last = crate::sync::every(ticker, every, cancel, |t| async move {
+        t.background_tick().await;
+    })
+    .await;
+    if let Some(ticker) = last {
         ticker.release_lease().await;
     }
 }

@@ -199,13 +199,12 @@ async fn visit_from(server: SocketAddr, from: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_page_updates_live_in_a_browser() {
-    let config = demo::DemoConfig {
-        prefix: common::prefix(),
-        ..demo::DemoConfig::default()
-    };
-    let (router, whos) = demo::app(&config).await.expect("demo app starts");
+/// Serves `router` on a loopback port until `whos` is shut down: its address,
+/// and the task serving it.
+async fn serve(
+    router: axum::Router,
+    whos: &axum_whos_online::WhosOnline,
+) -> (SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = listener.local_addr().unwrap();
     let serve = axum::serve(
@@ -213,7 +212,17 @@ async fn the_demo_page_updates_live_in_a_browser() {
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(whos.shutdown_signal());
-    let serving = tokio::spawn(async move { serve.await });
+    (server, tokio::spawn(async move { serve.await }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_updates_live_in_a_browser() {
+    let config = demo::DemoConfig {
+        prefix: common::prefix(),
+        ..demo::DemoConfig::default()
+    };
+    let (router, whos) = demo::app(&config).await.expect("demo app starts");
+    let (server, serving) = serve(router, &whos).await;
 
     let url = format!("http://{server}/");
     let (mut browser, visitors_at_load) = tokio::task::block_in_place(|| {
@@ -309,23 +318,10 @@ async fn the_demo_page_draws_the_history() {
         ..demo::DemoConfig::default()
     };
     let (router, whos) = demo::app(&config).await.expect("demo app starts");
-    // The first tick runs at start and reads the history.
-    let waited = Instant::now();
-    while whos.history(30).is_err() {
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "no history read"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = listener.local_addr().unwrap();
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(whos.shutdown_signal());
-    let serving = tokio::spawn(async move { serve.await });
+    // A tick reads the history (the background one may not have run yet).
+    whos.tick_now().await.unwrap();
+    assert!(whos.history(30).is_ok());
+    let (server, serving) = serve(router, &whos).await;
 
     let url = format!("http://{server}/");
     let tallest = (today - chrono::Days::new(10)).to_string();
