@@ -257,8 +257,10 @@ impl WhosOnline {
     /// peaks of users, visitors and bots and when each was first reached, and
     /// the distinct users and visitors of each day. No I/O: served from the
     /// copy each tick reads (every [`tick_interval`](crate::Builder::tick_interval)),
-    /// so the peaks are at most a tick old, except today's, which is never
-    /// below the counts of the [view](Self::view).
+    /// except today's peaks, which also take in every refresh of the
+    /// [view](Self::view) since (each with the time this instance first saw
+    /// it; the next tick writes them), so they are never below the counts
+    /// beside them. The distinct counts are as of the last tick.
     ///
     /// Errors: [`Error::InvalidArgument`](crate::Error::InvalidArgument) for
     /// `days` out of range; [`Error::NoHistory`](crate::Error::NoHistory) until
@@ -287,13 +289,13 @@ impl WhosOnline {
         let kept = ticker.kept_history().ok_or(crate::Error::NoHistory)?;
         let today = ticker.clock.now().date_naive();
         let mut history = crate::History::of(&kept.days, today, days, Some(kept.as_of));
-        // Today's peaks so far are never below the counts shown beside them.
-        let view = self.view();
-        if let (Some(as_of), Some(last)) = (view.as_of, history.days.last_mut())
-            && as_of.date_naive() == last.day
+        // Today's peaks as this instance saw them since the last tick (each
+        // refresh of the view notes its counts): never below the counts shown
+        // beside them, each with the time it was first seen.
+        if let (Some(live), Some(last)) = (ticker.live_day(), history.days.last_mut())
+            && live.day == last.day
         {
-            let c = view.counts;
-            last.raise(&crate::Day::seen(c.users, c.visitors, c.bots, as_of));
+            last.raise(&live);
         }
         Ok(history)
     }

@@ -144,6 +144,8 @@ impl Refresher {
             }
         };
         let counts = self.hidden_users.counts(seen.counts);
+        // Today's peaks between ticks: the next tick writes them.
+        self.ticker.saw(counts, now);
         let fresh = Record {
             generation: record.generation,
             ..Record::seen(counts.users, counts.visitors, now)

@@ -70,6 +70,12 @@ pub(crate) struct TickerState {
     history_pending: Mutex<Vec<Day>>,
     /// Whether the record store's one-off work is done.
     prepared: AtomicBool,
+    /// Today's peaks as this instance saw them, at every tick and every
+    /// refresh of the view, each with the time it was first seen: written with
+    /// the next tick's raise (so a peak between ticks reaches the day's row),
+    /// and merged into what [`WhosOnline::history`](crate::WhosOnline::history)
+    /// serves meanwhile.
+    live_day: Mutex<Option<Day>>,
 }
 
 /// The daily history as a tick last read it: the stored days of the last
@@ -237,8 +243,10 @@ impl Ticker {
             }
             raised = rose;
         }
-        // Today's peaks so far, and the distinct members of both days.
-        let mut seen = vec![Day::seen(counts.users, counts.visitors, counts.bots, now)];
+        // Today's peaks so far (this tick's counts, and the higher ones the
+        // view saw since, at the time first seen), and the distinct members of
+        // both days.
+        let mut seen = vec![self.saw(counts, now)];
         for d in &tally.distinct {
             let day = match seen.iter_mut().find(|s| s.day == d.day) {
                 Some(day) => day,
@@ -314,6 +322,36 @@ impl Ticker {
                 }
             }
         }
+    }
+
+    /// Notes `counts`, seen at `at`, among the peaks of `at`'s day; returns the
+    /// day's peaks so far. A count moves its time only when it rises, so each
+    /// time is when this instance first saw that count.
+    pub(crate) fn saw(&self, counts: Counts, at: DateTime<Utc>) -> Day {
+        let seen = Day::seen(counts.users, counts.visitors, counts.bots, at);
+        let mut live = lock(&self.state.live_day);
+        match live.as_mut() {
+            Some(day) if day.day == seen.day => {
+                day.raise(&seen);
+                *day
+            }
+            // The clock went back a day: nothing to keep.
+            Some(day) if day.day > seen.day => seen,
+            Some(day) => {
+                // A new day: what the old one saw since its last tick waits
+                // for the next tick's write.
+                let ended = std::mem::replace(day, seen);
+                drop(live);
+                lock(&self.state.history_pending).push(ended);
+                seen
+            }
+            None => *live.insert(seen),
+        }
+    }
+
+    /// Today's peaks as this instance saw them (see [`saw`](Self::saw)).
+    pub(crate) fn live_day(&self) -> Option<Day> {
+        *lock(&self.state.live_day)
     }
 
     /// The history as last read, if it ever was.

@@ -158,6 +158,67 @@ async fn today_is_never_below_the_view(stack: Stack) {
     site.whos.shutdown().await.unwrap();
 }
 
+/// A peak the view saw between two ticks, gone by the next tick, still reaches
+/// the day's row, with the time it was first seen (the record's time too), and
+/// that time does not move while the peak holds; one seen just before
+/// midnight reaches the day that ended.
+async fn a_peak_between_ticks_is_kept_with_its_time(stack: Stack) {
+    let site = Site::new(stack).await;
+    site.visit("10.10.0.1").await;
+    assert_eq!(tick(&site, 1).await[0].max_visitors, 1);
+
+    site.clock.advance_secs(10);
+    let first_seen = site.clock.now_for_test();
+    site.visit("10.10.0.2").await;
+    site.visit("10.10.0.3").await;
+    site.settle().await;
+    let today = site.whos.history(1).unwrap().days[0];
+    assert_eq!(
+        (today.max_visitors, today.max_visitors_at),
+        (3, Some(first_seen))
+    );
+    site.clock.advance_secs(5);
+    site.whos.refresh_now().await.unwrap();
+    let again = site.whos.history(1).unwrap().days[0];
+    assert_eq!(again, today, "the time of a peak that holds does not move");
+
+    // All gone by the next tick: the tick writes the peak it did not see.
+    site.clock.advance_secs(16 * 60);
+    let written = tick(&site, 1).await[0];
+    assert_eq!(site.whos.view().visitor_count(), 0);
+    assert_eq!(
+        (written.max_visitors, written.max_visitors_at),
+        (3, Some(first_seen))
+    );
+    let record = site.whos.view().record();
+    assert_eq!(record.max_visitors_date, Some(first_seen));
+    if let Some(pg) = &site.pg {
+        let row: (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT max_visitors, max_visitors_at FROM whos_online_day WHERE site = $1",
+        )
+        .bind(&site.prefix)
+        .fetch_one(pg)
+        .await
+        .unwrap();
+        assert_eq!(row, (3, Some(first_seen)));
+    }
+
+    // Four more just before midnight, seen by a refresh, never by a tick of
+    // their day: the first tick of the next day writes them to the day before.
+    site.clock.set_unix(START + TO_MIDNIGHT - 30);
+    for i in 0..4 {
+        site.visit(&format!("10.10.1.{i}")).await;
+    }
+    site.settle().await;
+    site.clock.set_unix(START + TO_MIDNIGHT + 30);
+    site.whos.refresh_now().await.unwrap();
+    let days = tick(&site, 2).await;
+    assert_eq!(days[0].day, day("2025-11-24"));
+    assert_eq!(days[0].max_visitors, 4, "{days:?}");
+    assert_eq!(days[1].max_visitors, 4, "still online after midnight");
+    site.whos.shutdown().await.unwrap();
+}
+
 /// `history_days(3)`: after five daily ticks three days are left, and the
 /// retention runs once a day however often the site ticks.
 async fn retention_keeps_history_days(stack: Stack) {
@@ -281,6 +342,7 @@ async fn hidden_users_count_where_the_counts_put_them(stack: Stack) {
 }
 
 on_both_stacks!(
+    a_peak_between_ticks_is_kept_with_its_time,
     hidden_users_count_where_the_counts_put_them,
     peaks_and_distinct_people_by_day,
     today_is_never_below_the_view,
