@@ -482,7 +482,14 @@ async fn two_instances_ticking_at_once_never_lower_a_day() {
         .await
         .unwrap()[0];
     assert_eq!((today.max_visitors, today.max_visitors_at), highest);
-    assert_eq!(today.distinct_visitors, 35);
+    // 35 pseudonyms (random per day secret) in a HyperLogLog of 16,384
+    // registers: two share a register about 4% of the time, and the estimate
+    // is then 34. Small counts are exact but for such collisions.
+    assert!(
+        today.distinct_visitors.abs_diff(35) <= 1,
+        "{}",
+        today.distinct_visitors
+    );
     a.whos.shutdown().await.unwrap();
     b.whos.shutdown().await.unwrap();
 }
