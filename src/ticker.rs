@@ -9,18 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clock::{Clock, Settle};
 use crate::counters::Counters;
 use crate::counters::{LogLimiter, incr};
-use arc_swap::ArcSwapOption;
-use chrono::{DateTime, Days, NaiveDate, Utc};
-
 use crate::presence::{Counts, HiddenUsers, PresenceStore, TickLease};
 use crate::record::{CachingRecord, RecordStore};
-use crate::record::{Day, HistoryStore, MAX_HISTORY_READ, RecordReset};
+use crate::record::{Day, HistoryStore, MAX_HISTORY_READ, RecordReset, merge_day};
 use crate::sync::lock;
 use crate::{Error, Record, Result};
 
@@ -248,15 +247,12 @@ impl Ticker {
         // both days.
         let mut seen = vec![self.saw(counts, now)];
         for d in &tally.distinct {
-            let day = match seen.iter_mut().find(|s| s.day == d.day) {
-                Some(day) => day,
-                None => {
-                    seen.push(Day::empty(d.day));
-                    seen.last_mut().expect("just pushed")
-                }
+            let distinct = Day {
+                distinct_users: d.users,
+                distinct_visitors: d.visitors,
+                ..Day::empty(d.day)
             };
-            day.distinct_users = d.users;
-            day.distinct_visitors = d.visitors;
+            merge_day(&mut seen, &distinct);
         }
         self.update_history(&seen, true).await;
         let report = TickReport {
@@ -295,12 +291,7 @@ impl Ticker {
         // What an earlier tick could not write goes with this one's.
         let mut seen_all = std::mem::take(&mut *lock(&state.history_pending));
         for d in seen {
-            match seen_all.iter_mut().find(|p| p.day == d.day) {
-                Some(p) => {
-                    p.raise(d);
-                }
-                None => seen_all.push(*d),
-            }
+            merge_day(&mut seen_all, d);
         }
         match store.raise_days(&seen_all, keep_from, from).await {
             Ok(days) => {

@@ -130,6 +130,18 @@ impl Day {
     }
 }
 
+/// Adds `day` to `days`: raised into the entry of the same day (see
+/// [`Day::raise`]), or pushed when there is none, so that `days` holds each
+/// day once.
+pub(crate) fn merge_day(days: &mut Vec<Day>, day: &Day) {
+    match days.iter_mut().find(|d| d.day == day.day) {
+        Some(d) => {
+            d.raise(day);
+        }
+        None => days.push(*day),
+    }
+}
+
 /// The daily history of a site, as [`WhosOnline::history`](crate::WhosOnline::history)
 /// and `GET /stats/history` give it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -18,6 +18,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Serialize, Serializer};
 
 pub(crate) use caching::CachingRecord;
+pub(crate) use history::merge_day;
 pub use history::{DEFAULT_HISTORY_DAYS, Day, History, HistoryStore, MAX_HISTORY_READ};
 pub use memory::MemoryRecord;
 pub use postgres::{MIGRATIONS, PostgresRecord, migrate};

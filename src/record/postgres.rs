@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::{Day, HistoryStore, Record, RecordStore};
+use super::{Day, HistoryStore, Record, RecordStore, merge_day};
 use crate::{Error, Result};
 
 /// The crate's migrations, in order: `(version, name, sql)`. Applied by [`migrate`];
@@ -341,12 +341,7 @@ impl HistoryStore for PostgresRecord {
         // merged first).
         let mut merged: Vec<Day> = Vec::with_capacity(seen.len());
         for d in seen.iter().filter(|d| keep_from.is_none_or(|k| d.day >= k)) {
-            match merged.iter_mut().find(|m| m.day == d.day) {
-                Some(m) => {
-                    m.raise(d);
-                }
-                None => merged.push(*d),
-            }
+            merge_day(&mut merged, d);
         }
         let seen: Vec<&Day> = merged.iter().collect();
         let col = |f: fn(&Day) -> u64| seen.iter().map(|d| to_i64(f(d))).collect::<Vec<i64>>();

@@ -385,8 +385,8 @@ pub(super) async fn stats(
     responses(
         (status = 200, description = "One entry per UTC day, oldest first, ending today (zeros for days without data): \
                                       the peaks of users, visitors and bots (at each tick and each refresh of the view) and when \
-                                      each was first reached, and the distinct users and visitors of the day (updated at each tick) (HyperLogLog estimates with Redis, \
-                                      standard error 0.81%). `as_of` is when the history was last read from its store \
+                                      each was first reached, and the distinct users and visitors of the day (updated at each tick; HyperLogLog \
+                                      estimates with Redis, standard error 0.81%). `as_of` is when the history was last read from its store \
                                       (each tick); today's peaks are never below the current counts. \
                                       `Cache-Control: max-age=` the refresh interval; a strong `ETag`.",
          body = crate::History),

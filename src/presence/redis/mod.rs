@@ -616,6 +616,17 @@ impl RedisPresence {
         format!("{}:{kind}:{day}", self.distinct_prefix)
     }
 
+    /// Sets the lifetime of `day`'s three distinct-member keys, in `pipe`
+    /// (a key that does not exist is left alone).
+    fn expire_distinct(&self, pipe: &mut redis::Pipeline, day: NaiveDate) {
+        for kind in DISTINCT_KINDS {
+            pipe.cmd("EXPIRE")
+                .arg(self.distinct_key(kind, day))
+                .arg(DISTINCT_TTL_SECS)
+                .ignore();
+        }
+    }
+
     /// The four member sets, in the order the place scripts take them.
     fn sets(&self) -> [&str; 4] {
         [&self.users, &self.hidden, &self.visitors, &self.bots]
@@ -979,11 +990,10 @@ fn corrupt_write(detail: String) -> Error {
 /// One reply of a pipeline read as a list of values: an error when it is
 /// missing or of another type.
 fn reply<T: redis::FromRedisValue>(value: Option<redis::Value>) -> Result<T> {
-    let value = value.ok_or_else(|| Error::Corrupt {
+    parse(value.ok_or_else(|| Error::Corrupt {
         store: "redis",
         detail: "a pipeline answered fewer replies than it sent commands".into(),
-    })?;
-    redis::from_redis_value(value).map_err(|e| Error::Redis(e.into()))
+    })?)
 }
 
 fn date_arg(d: Option<DateTime<chrono::Utc>>) -> String {
@@ -1096,7 +1106,6 @@ impl PresenceStore for RedisPresence {
                     }
                 }
             }
-
             if let Some(max) = self.max_members {
                 // Keep the `max` most recently seen: drop ranks 0 .. len-max-1.
                 let keep = i64::try_from(max).unwrap_or(i64::MAX);
@@ -1125,12 +1134,7 @@ impl PresenceStore for RedisPresence {
         // made by a write that was not due gets it at the next that is (and
         // the tick gives today's and yesterday's theirs too).
         if let Some(day) = day.filter(|_| ttl_due) {
-            for kind in DISTINCT_KINDS {
-                pipe.cmd("EXPIRE")
-                    .arg(self.distinct_key(kind, day))
-                    .arg(DISTINCT_TTL_SECS)
-                    .ignore();
-            }
+            self.expire_distinct(&mut pipe, day);
         }
         // Yesterday's pseudonyms of visitors written under today's.
         for (key, retired) in [
@@ -1312,12 +1316,7 @@ impl PresenceStore for RedisPresence {
         // Each day's distinct users and visitors: PFCOUNT of several keys counts
         // their union, so hidden users join the kind they are counted as.
         for &day in days {
-            for kind in DISTINCT_KINDS {
-                pipe.cmd("EXPIRE")
-                    .arg(self.distinct_key(kind, day))
-                    .arg(DISTINCT_TTL_SECS)
-                    .ignore();
-            }
+            self.expire_distinct(&mut pipe, day);
             let (users, hidden_key, visitors) = (
                 self.distinct_key("users", day),
                 self.distinct_key("hidden", day),
